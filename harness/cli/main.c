@@ -1,0 +1,35 @@
+/* main.c: the edgebayes command line. Each subcommand lives in its own
+ * cmd_<name>.c; this file dispatches and owns process exit codes:
+ * 0 success, 1 failure, 2 usage error. */
+#include <stdio.h>
+#include <string.h>
+
+#include "harness/cli/cli.h"
+
+static const eb_cli_command commands[] = {
+    {"help", NULL, "show this help"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: edgebayes <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EB_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(stdout);
+        return EB_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (commands[i].run && !strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "edgebayes: unknown command '%s' (try 'edgebayes help')\n", argv[1]);
+    return EB_EXIT_USAGE;
+}
