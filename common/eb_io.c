@@ -2,6 +2,8 @@
 #include "common/eb_io.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -15,13 +17,23 @@ eb_status eb_tmpfile_open(eb_tmpfile *t, const char *final_path, eb_error *err)
     size_t n = strlen(final_path);
 
     memset(t, 0, sizeof *t);
-    if (n == 0 || n + 16 >= sizeof t->tmp_path)
+    if (n == 0 || n + 64 >= sizeof t->tmp_path)
         return eb_error_set(err, EB_ERR_ARG, "output path '%s' is empty or too long",
                             final_path);
     memcpy(t->final_path, final_path, n + 1);
-    memcpy(t->tmp_path, final_path, n);
-    memcpy(t->tmp_path + n, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
-    fd = mkstemp(t->tmp_path);
+    /* open(O_EXCL) with mode 0666 rather than mkstemp (which makes 0600):
+     * the file ends with the permissions the user's umask gives any new
+     * file, since bundles and datasets are meant to be shared. */
+    fd = -1;
+    for (unsigned attempt = 0; attempt < 100 && fd < 0; attempt++) {
+        static unsigned long counter;
+        unsigned long tag = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+        snprintf(t->tmp_path, sizeof t->tmp_path, "%s.tmp.%ld.%lu", final_path, (long)getpid(),
+                 tag);
+        fd = open(t->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
     if (fd < 0)
         return eb_error_set(err, EB_ERR_IO, "cannot create a temporary file next to '%s': %s",
                             final_path, strerror(errno));
@@ -62,6 +74,18 @@ eb_status eb_tmpfile_commit(eb_tmpfile *t, eb_error *err)
         unlink(t->tmp_path);
         return eb_error_set(err, EB_ERR_IO, "cannot write '%s': %s", t->final_path,
                             strerror(e));
+    }
+    /* Make the rename itself durable (best effort: some file systems
+     * refuse fsync on a directory). */
+    {
+        char dir[sizeof t->final_path];
+        int dfd;
+        memcpy(dir, t->final_path, sizeof dir);
+        dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            (void)fsync(dfd);
+            close(dfd);
+        }
     }
     return EB_OK;
 }

@@ -65,7 +65,8 @@ eb_status eb_error_prefix(eb_error *err, const char *fmt, ...)
     memcpy(old, err->msg, sizeof old);
     if (old[0] == '\0')
         snprintf(old, sizeof old, "%s", eb_strerror(err->code));
-    snprintf(err->msg, sizeof err->msg, "%s%s", head, old);
+    if (snprintf(err->msg, sizeof err->msg, "%s%s", head, old) >= (int)sizeof err->msg)
+        memcpy(err->msg + sizeof err->msg - 4, "...", 4); /* mark the cut */
     return err->code;
 }
 
