@@ -1,0 +1,183 @@
+/* eb_bundle.h: the posterior bundle file, the deployable artefact of
+ * edgebayes: an architecture spec, one posterior representation and the
+ * caller's metadata in one little-endian, 64-byte-aligned file that is
+ * mmapped and used in place. docs/bundle-format.md documents every byte.
+ *
+ * Reading: eb_bundle_open() maps a file and validates every field (header,
+ * section table, bounds, overlaps, padding, CRC-32s, the posterior header,
+ * tensor sizes, metadata syntax) before it returns a handle; a truncated,
+ * corrupted or hostile file yields an error code and a sentence naming the
+ * file and the field at fault, never an out-of-bounds read. The handle is a
+ * read-only view; every accessor is then a plain field read, and several
+ * threads may use one handle at once.
+ *
+ * Writing: an eb_bundle_writer collects the parts, then eb_bundle_write()
+ * lays the file out deterministically (same content -> byte-identical
+ * file) and commits it atomically through a temporary file.
+ *
+ * Only what is in this header is API; the format constants live in
+ * methods/bundle_internal.h and in the documentation. */
+#ifndef EB_BUNDLE_H
+#define EB_BUNDLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/eb_status.h"
+
+/* The format version this code writes; it reads any file with this major
+ * and any minor (higher minors only add what an older reader may skip). */
+#define EB_BUNDLE_FORMAT_MAJOR 1
+#define EB_BUNDLE_FORMAT_MINOR 0
+
+/* Posterior representations (the POSTERIOR section's `kind`). Only SAMPLES
+ * and DROPOUT are implemented; a file holding another one is refused with
+ * EB_ERR_UNSUPPORTED. */
+typedef enum eb_repr_kind {
+    EB_REPR_SAMPLES = 1,   /* S members, S x K values (ensembles, MCMC, snapshots) */
+    EB_REPR_GAUSSIAN = 2,  /* mean-field: mu[K], sigma[K]; reserved */
+    EB_REPR_DROPOUT = 3,   /* theta[K]; rates live in the architecture spec */
+    EB_REPR_DISTILLED = 4  /* one student network with its head; reserved */
+} eb_repr_kind;
+
+/* How the values are stored. Only F32 is implemented; the others are
+ * reserved and refused with EB_ERR_UNSUPPORTED. */
+typedef enum eb_storage_kind {
+    EB_STORE_F32 = 1,
+    EB_STORE_F16 = 2,
+    EB_STORE_INT8 = 3,          /* int8 values + per-channel f32 scales */
+    EB_STORE_SHARED_SPARSE = 4  /* one index set for all S members + S value rows */
+} eb_storage_kind;
+
+/* "samples", "gaussian", "dropout", "distilled"; "unknown" otherwise. */
+const char *eb_repr_name(eb_repr_kind kind);
+/* "f32", "f16", "int8", "shared-sparse"; "unknown" otherwise. */
+const char *eb_storage_name(eb_storage_kind kind);
+
+/* ---- reading ---------------------------------------------------------- */
+
+typedef struct eb_bundle eb_bundle; /* opaque, read-only, validated view */
+
+/* Open flags. */
+#define EB_BUNDLE_OPEN_DEFAULT 0u
+/* Skip the CRC-32 and the finiteness scan of the tensor sections (PARAMS):
+ * open() then touches only the header, table and small sections, which is
+ * what a cold-load timing of the mmap path wants. Everything structural is
+ * still checked, so the view stays memory-safe; only silent corruption of
+ * parameter values goes unnoticed. */
+#define EB_BUNDLE_SKIP_TENSOR_CHECK 1u
+
+/* Maps the file at `path` read-only and validates it. On success *out is a
+ * new handle the caller frees with eb_bundle_close (which unmaps the file);
+ * on failure *out is NULL and err says what is wrong. Codes:
+ * EB_ERR_NOTFOUND (no such file), EB_ERR_IO, EB_ERR_FORMAT (malformed),
+ * EB_ERR_CHECKSUM (a CRC-32 does not match), EB_ERR_UNSUPPORTED (a newer
+ * major version, a representation, storage kind or required section this
+ * reader does not implement), EB_ERR_NUMERIC (a parameter is NaN or
+ * infinite), EB_ERR_NOMEM, EB_ERR_ARG (unknown flags).
+ * The file must not be truncated by another process while it is open
+ * (as with any mmap, the access would raise SIGBUS). */
+eb_status eb_bundle_open(const char *path, unsigned flags, eb_bundle **out, eb_error *err);
+
+/* The same over a caller's buffer, which is borrowed: it must stay valid
+ * and unchanged until eb_bundle_close. `data` must be aligned to 64 bytes
+ * (eb_malloc_aligned(64, len)) so the parameters can be handed out as
+ * aligned floats; otherwise EB_ERR_ARG. `name` (may be NULL) is used in
+ * messages and returned by eb_bundle_path; it is copied. */
+eb_status eb_bundle_open_memory(const void *data, size_t len, const char *name, unsigned flags,
+                                eb_bundle **out, eb_error *err);
+
+/* Unmaps (for open) and frees everything; NULL is a no-op. Pointers
+ * obtained from the handle are invalid afterwards. */
+void eb_bundle_close(eb_bundle *b);
+
+/* The path (or the memory name) the bundle was opened with. */
+const char *eb_bundle_path(const eb_bundle *b);
+/* Size of the whole file in bytes (the header's file_size, checked). */
+uint64_t eb_bundle_file_size(const eb_bundle *b);
+/* Format version found in the file. */
+void eb_bundle_version(const eb_bundle *b, unsigned *major, unsigned *minor);
+
+/* The architecture spec, NUL-terminated (a copy owned by the handle). */
+const char *eb_bundle_arch(const eb_bundle *b);
+
+eb_repr_kind eb_bundle_repr(const eb_bundle *b);
+eb_storage_kind eb_bundle_storage(const eb_bundle *b);
+/* S: the number of members (samples) or the default number of stochastic
+ * draws (dropout). Always >= 1. */
+uint32_t eb_bundle_members(const eb_bundle *b);
+/* K: parameters per member. Always >= 1. */
+uint64_t eb_bundle_nparams(const eb_bundle *b);
+/* Rows of eb_bundle_params: S for samples, 1 for dropout. */
+uint32_t eb_bundle_param_rows(const eb_bundle *b);
+/* The values, row-major (rows, K): (S, K) for samples, (1, K) for dropout.
+ * Points into the map (no copy), aligned to 64 bytes, valid until close. */
+const float *eb_bundle_params(const eb_bundle *b);
+
+/* Metadata, sorted by key (bytewise), keys unique. meta_get returns the
+ * value or NULL if absent. Strings are owned by the handle. */
+const char *eb_bundle_meta_get(const eb_bundle *b, const char *key);
+size_t eb_bundle_meta_count(const eb_bundle *b);
+/* i < eb_bundle_meta_count(b). */
+void eb_bundle_meta_at(const eb_bundle *b, size_t i, const char **key, const char **value);
+
+/* One row of the section table, in table order (for `edgebayes inspect`). */
+typedef struct eb_bundle_section {
+    uint32_t type;          /* section type number */
+    const char *type_name;  /* "META", "ARCH", "POSTERIOR", "PARAMS", ... or "unknown" */
+    uint32_t dtype;         /* element type of the payload */
+    const char *dtype_name; /* "bytes", "f32", "f16", "i8", "u32" or "unknown" */
+    uint32_t flags;         /* bit 0: required */
+    uint64_t offset;        /* from the start of the file; a multiple of 64 */
+    uint64_t size;          /* payload bytes, padding excluded */
+    uint32_t crc32;         /* zlib CRC-32 of the payload, as stored (verified) */
+} eb_bundle_section;
+
+size_t eb_bundle_section_count(const eb_bundle *b);
+/* i < eb_bundle_section_count(b); fills *info (its strings are static). */
+void eb_bundle_section_info(const eb_bundle *b, size_t i, eb_bundle_section *info);
+
+/* ---- writing ---------------------------------------------------------- */
+
+typedef struct eb_bundle_writer eb_bundle_writer;
+
+/* A new, empty writer; the caller frees it with eb_bundle_writer_free. */
+eb_status eb_bundle_writer_new(eb_bundle_writer **out, eb_error *err);
+
+/* Sets the architecture spec (copied): non-empty UTF-8 without NUL, at most
+ * EB_BUNDLE_ARCH_MAX bytes. At most once per writer. */
+#define EB_BUNDLE_ARCH_MAX (1u << 20)
+eb_status eb_bundle_writer_arch(eb_bundle_writer *w, const char *arch_text, eb_error *err);
+
+/* Adds one metadata entry (both copied). key: 1..EB_BUNDLE_META_KEY_MAX
+ * characters of [a-z0-9_.]; value: UTF-8 without NUL, '\n' or '\r'. A key
+ * may be given once; EB_ERR_ARG otherwise. Entries are written sorted by
+ * key, so the order of calls does not change the file. The META section
+ * as a whole is limited to EB_BUNDLE_META_MAX bytes. */
+#define EB_BUNDLE_META_KEY_MAX 64u
+#define EB_BUNDLE_META_MAX (1u << 20)
+eb_status eb_bundle_writer_meta(eb_bundle_writer *w, const char *key, const char *value,
+                                eb_error *err);
+
+/* Sets the posterior (at most one per writer). The values are BORROWED,
+ * not copied (they may be hundreds of megabytes): `theta` must stay valid
+ * and unchanged until eb_bundle_write returns or the writer is freed.
+ * S >= 1, K >= 1, every value finite (EB_ERR_NUMERIC names the first
+ * offender), S x K x 4 bytes representable. */
+eb_status eb_bundle_writer_samples(eb_bundle_writer *w, uint32_t S, uint64_t K,
+                                   const float *theta /* (S, K) */, eb_error *err);
+/* Dropout: theta (K) plus the default number of stochastic draws. */
+eb_status eb_bundle_writer_dropout(eb_bundle_writer *w, uint32_t default_draws, uint64_t K,
+                                   const float *theta /* (K) */, eb_error *err);
+
+/* Writes the bundle to `path` through a temporary file in the same
+ * directory, fsynced, then renamed over `path`: on any failure no partial
+ * file is left and an existing file at `path` is untouched. Requires an
+ * architecture and a posterior (EB_ERR_ARG otherwise). The writer may be
+ * written again (same bytes) and must still be freed. */
+eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err);
+
+/* Frees the writer and its copies (not the borrowed theta); NULL is a no-op. */
+void eb_bundle_writer_free(eb_bundle_writer *w);
+
+#endif /* EB_BUNDLE_H */
