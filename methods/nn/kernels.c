@@ -1,0 +1,195 @@
+/* kernels.c: the fast layer kernels: dense and conv2d through OpenBLAS
+ * sgemm (convolution lowered with im2col over the whole batch, so each
+ * layer is one large matrix product), max-pool with recorded argmax, ReLU
+ * and dropout. Their references are in kernels_naive.c. */
+#include <string.h>
+
+#include <cblas.h>
+
+#include "methods/nn/eb_rng.h"
+#include "methods/nn/nn_kernels.h"
+
+static void fill_rows(float *out, const float *b, size_t rows, int NO)
+{
+    for (size_t r = 0; r < rows; r++)
+        memcpy(out + r * (size_t)NO, b, (size_t)NO * sizeof(float));
+}
+
+/* db[o] = sum over rows of dout[r][o] */
+static void column_sums(float *db, const float *dout, size_t rows, int NO)
+{
+    memset(db, 0, (size_t)NO * sizeof(float));
+    for (size_t r = 0; r < rows; r++) {
+        const float *d = dout + r * (size_t)NO;
+        for (int o = 0; o < NO; o++)
+            db[o] += d[o];
+    }
+}
+
+void eb_kern_dense_forward(float *out, const float *inp, const float *w, const float *b, int n,
+                           int NI, int NO)
+{
+    fill_rows(out, b, (size_t)n, NO);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, NO, NI, 1.0f, inp, NI, w, NI, 1.0f, out,
+                NO);
+}
+
+void eb_kern_dense_backward(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, int n, int NI, int NO)
+{
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, NI, n, 1.0f, dout, NO, inp, NI, 0.0f, dw,
+                NI);
+    column_sums(db, dout, (size_t)n, NO);
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, NI, NO, 1.0f, dout, NO, w, NI, 0.0f,
+                    dinp, NI);
+}
+
+/* cols row (img, oy, ox) = the 3x3xC patch at (oy, ox), ordered (ky, kx, c):
+ * in NHWC each ky contributes 3*C contiguous floats. */
+static void im2col(float *cols, const float *inp, int n, int H, int W, int C)
+{
+    const int OH = H - 2, OW = W - 2;
+    const size_t seg = 3 * (size_t)C;
+    float *dst = cols;
+    for (int img = 0; img < n; img++) {
+        const float *base = inp + (size_t)img * H * W * C;
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++) {
+                for (int ky = 0; ky < 3; ky++) {
+                    memcpy(dst, base + ((size_t)(oy + ky) * W + ox) * C, seg * sizeof(float));
+                    dst += seg;
+                }
+            }
+    }
+}
+
+static void col2im(float *dinp, const float *dcols, int n, int H, int W, int C)
+{
+    const int OH = H - 2, OW = W - 2;
+    const size_t seg = 3 * (size_t)C;
+    const float *src = dcols;
+    memset(dinp, 0, (size_t)n * H * W * C * sizeof(float));
+    for (int img = 0; img < n; img++) {
+        float *base = dinp + (size_t)img * H * W * C;
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++) {
+                for (int ky = 0; ky < 3; ky++) {
+                    float *d = base + ((size_t)(oy + ky) * W + ox) * C;
+                    for (size_t k = 0; k < seg; k++)
+                        d[k] += src[k];
+                    src += seg;
+                }
+            }
+    }
+}
+
+void eb_kern_conv2d_forward(float *out, float *cols, const float *inp, const float *w,
+                            const float *b, int n, int H, int W, int C, int NO)
+{
+    const int rows = n * (H - 2) * (W - 2);
+    const int kdim = 9 * C;
+    im2col(cols, inp, n, H, W, C);
+    fill_rows(out, b, (size_t)rows, NO);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, NO, kdim, 1.0f, cols, kdim, w, kdim,
+                1.0f, out, NO);
+}
+
+void eb_kern_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, const float *dout,
+                             const float *cols, const float *w, int n, int H, int W, int C,
+                             int NO)
+{
+    const int rows = n * (H - 2) * (W - 2);
+    const int kdim = 9 * C;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, kdim, rows, 1.0f, dout, NO, cols, kdim,
+                0.0f, dw, kdim);
+    column_sums(db, dout, (size_t)rows, NO);
+    if (dinp) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, kdim, NO, 1.0f, dout, NO, w,
+                    kdim, 0.0f, dcols, kdim);
+        col2im(dinp, dcols, n, H, W, C);
+    }
+}
+
+void eb_kern_maxpool_forward(float *out, int32_t *argmax, const float *inp, int n, int H, int W,
+                             int C)
+{
+    const int PH = H / 2, PW = W / 2;
+    for (int img = 0; img < n; img++) {
+        const size_t ibase = (size_t)img * H * W * C;
+        for (int py = 0; py < PH; py++)
+            for (int px = 0; px < PW; px++) {
+                const size_t i00 = ibase + ((size_t)(2 * py) * W + 2 * px) * C;
+                const size_t i01 = i00 + (size_t)C;
+                const size_t i10 = i00 + (size_t)W * C;
+                const size_t i11 = i10 + (size_t)C;
+                float *o = out + (((size_t)img * PH + py) * PW + px) * C;
+                int32_t *a = argmax + (((size_t)img * PH + py) * PW + px) * C;
+                for (int c = 0; c < C; c++) {
+                    size_t best = i00 + c;
+                    float v = inp[best];
+                    if (inp[i01 + c] > v) { best = i01 + c; v = inp[best]; }
+                    if (inp[i10 + c] > v) { best = i10 + c; v = inp[best]; }
+                    if (inp[i11 + c] > v) { best = i11 + c; v = inp[best]; }
+                    o[c] = v;
+                    a[c] = (int32_t)(best - ibase);
+                }
+            }
+    }
+}
+
+void eb_kern_maxpool_backward(float *dinp, const float *dout, const int32_t *argmax, int n,
+                              int H, int W, int C)
+{
+    const size_t per_in = (size_t)H * W * C;
+    const size_t per_out = (size_t)(H / 2) * (W / 2) * C;
+    memset(dinp, 0, (size_t)n * per_in * sizeof(float));
+    for (int img = 0; img < n; img++) {
+        float *d = dinp + (size_t)img * per_in;
+        const float *g = dout + (size_t)img * per_out;
+        const int32_t *a = argmax + (size_t)img * per_out;
+        for (size_t k = 0; k < per_out; k++)
+            d[a[k]] += g[k];
+    }
+}
+
+void eb_kern_relu_forward(float *out, const float *inp, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+}
+
+void eb_kern_relu_backward(float *dinp, const float *dout, const float *out, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        dinp[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+void eb_kern_dropout_mask(float *mask, int n, size_t size, float rate, uint64_t seed,
+                          uint64_t pass, uint64_t first_example, int layer)
+{
+    const float keep_scale = 1.0f / (1.0f - rate);
+    /* Compare 32-bit uniforms against rate * 2^32. */
+    const uint64_t threshold = (uint64_t)((double)rate * 4294967296.0);
+    for (int j = 0; j < n; j++) {
+        eb_rng r;
+        uint64_t key = eb_rng_mix64(pass ^ 0x8cb92ba72f3d8dd7ULL) ^
+                       eb_rng_mix64(((first_example + (uint64_t)j) << 6) | (uint64_t)layer);
+        float *m = mask + (size_t)j * size;
+        size_t i = 0;
+        eb_rng_seed(&r, seed, key);
+        while (i < size) {
+            uint64_t bits = eb_rng_next(&r);
+            m[i] = (bits & 0xffffffffULL) < threshold ? 0.0f : keep_scale;
+            if (++i < size)
+                m[i] = (bits >> 32) < threshold ? 0.0f : keep_scale;
+            i++;
+        }
+    }
+}
+
+void eb_kern_mul(float *out, const float *inp, const float *mask, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        out[i] = inp[i] * mask[i];
+}

@@ -1,0 +1,78 @@
+/* nn_kernels.h: layer kernels of the model core, internal to methods/ and
+ * its tests (not API). Each fast kernel (OpenBLAS sgemm, im2col) has a
+ * naive reference beside it, `*_naive`, written as the textbook loops;
+ * tests/methods/test_nn_kernels.c checks one against the other.
+ *
+ * Shapes are per the NHWC convention of eb_nn.h. Gradients take a `d`
+ * prefix; outputs come first. */
+#ifndef EB_NN_KERNELS_H
+#define EB_NN_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* dense: out (n, NO) = inp (n, NI) . W^T + b, W (NO, NI), b (NO) */
+void eb_kern_dense_forward(float *out, const float *inp, const float *w, const float *b, int n,
+                           int NI, int NO);
+void eb_kern_dense_forward_naive(float *out, const float *inp, const float *w, const float *b,
+                                 int n, int NI, int NO);
+/* dw (NO, NI) and db (NO) are overwritten; dinp (n, NI) is written unless NULL. */
+void eb_kern_dense_backward(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, int n, int NI, int NO);
+void eb_kern_dense_backward_naive(float *dinp, float *dw, float *db, const float *dout,
+                                  const float *inp, const float *w, int n, int NI, int NO);
+
+/* conv2d 3x3, stride 1, no padding: inp (n, H, W, C) -> out (n, H-2, W-2, NO),
+ * W (NO, 3, 3, C), b (NO). The fast version lowers to one sgemm through
+ * cols (n*(H-2)*(W-2), 9*C), which it fills and which the backward pass
+ * reuses. */
+void eb_kern_conv2d_forward(float *out, float *cols, const float *inp, const float *w,
+                            const float *b, int n, int H, int W, int C, int NO);
+void eb_kern_conv2d_forward_naive(float *out, const float *inp, const float *w, const float *b,
+                                  int n, int H, int W, int C, int NO);
+/* dw, db overwritten; dinp (n, H, W, C) written unless NULL, using dcols
+ * (same shape as cols) as scratch. cols must hold the forward's lowering. */
+void eb_kern_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, const float *dout,
+                             const float *cols, const float *w, int n, int H, int W, int C,
+                             int NO);
+void eb_kern_conv2d_backward_naive(float *dinp, float *dw, float *db, const float *dout,
+                                   const float *inp, const float *w, int n, int H, int W, int C,
+                                   int NO);
+
+/* maxpool 2x2 stride 2: inp (n, H, W, C) -> out (n, H/2, W/2, C); argmax
+ * (same shape as out) records the flat input index chosen (first maximum
+ * in row-major window order). */
+void eb_kern_maxpool_forward(float *out, int32_t *argmax, const float *inp, int n, int H, int W,
+                             int C);
+void eb_kern_maxpool_forward_naive(float *out, const float *inp, int n, int H, int W, int C);
+/* dinp (n, H, W, C) is overwritten. */
+void eb_kern_maxpool_backward(float *dinp, const float *dout, const int32_t *argmax, int n,
+                              int H, int W, int C);
+void eb_kern_maxpool_backward_naive(float *dinp, const float *dout, const float *inp, int n,
+                                    int H, int W, int C);
+
+/* relu over len floats; out may alias inp. Backward uses the output's
+ * sign; dinp may alias dout. */
+void eb_kern_relu_forward(float *out, const float *inp, size_t len);
+void eb_kern_relu_backward(float *dinp, const float *dout, const float *out, size_t len);
+
+/* dropout masks for n examples of `size` units: mask[i] = 0 with
+ * probability rate, else 1/(1-rate). Example j's mask comes from the RNG
+ * stream keyed by (seed, pass, first_example + j, layer), so it does not
+ * depend on batching. */
+void eb_kern_dropout_mask(float *mask, int n, size_t size, float rate, uint64_t seed,
+                          uint64_t pass, uint64_t first_example, int layer);
+/* out = inp * mask elementwise (len floats); out may alias inp. */
+void eb_kern_mul(float *out, const float *inp, const float *mask, size_t len);
+
+
+
+/* ---- test hooks (internal) ----------------------------------------- */
+struct eb_net;
+/* A hash of every piecewise-linear decision of the last forward pass: the
+ * sign of each ReLU output and each max-pool argmax. Finite-difference
+ * tests compare it before and after a perturbation to tell a kink
+ * crossing (where a difference quotient is meaningless) from a wrong
+ * gradient. */
+uint64_t eb_net__activation_pattern(const struct eb_net *net);
+#endif /* EB_NN_KERNELS_H */
