@@ -1,0 +1,176 @@
+/* eb_methods.h: the approximation methods. A method turns an
+ * architecture, training data, settings and a seed into a posterior
+ * bundle; every method is one entry in a const table, so the CLI, suite
+ * files and docs enumerate them from one place. Also here: settings
+ * (typed, validated key=value hyperparameters), the mini-batch training
+ * loop the SGD-based methods share, and the posterior view that predicts
+ * member probabilities from a bundle. */
+#ifndef EB_METHODS_H
+#define EB_METHODS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/eb_status.h"
+#include "harness/eb_data.h"
+#include "methods/eb_bundle.h"
+#include "methods/nn/eb_nn.h"
+
+/* ---- Settings ------------------------------------------------------- */
+
+typedef enum eb_setting_type { EB_SET_INT = 1, EB_SET_FLOAT, EB_SET_CHOICE } eb_setting_type;
+
+typedef struct eb_setting_spec {
+    const char *key;
+    eb_setting_type type;
+    const char *def;     /* default, as text */
+    double min, max;     /* inclusive range for INT and FLOAT */
+    const char *choices; /* CHOICE: "a|b|c" */
+    const char *help;
+} eb_setting_spec;
+
+#define EB_SETTINGS_MAX 32
+#define EB_SETTING_VALUE_MAX 64
+
+/* Values for one method's spec, all validated on the way in. */
+typedef struct eb_settings {
+    const eb_setting_spec *spec; /* terminated by a NULL key */
+    int n;
+    char value[EB_SETTINGS_MAX][EB_SETTING_VALUE_MAX];
+    int explicit_[EB_SETTINGS_MAX]; /* set by the user rather than default */
+} eb_settings;
+
+/* Fills every key with its default. */
+eb_status eb_settings_init(eb_settings *s, const eb_setting_spec *spec, eb_error *err);
+/* Sets one key; the value must parse as the key's type and lie in range.
+ * Errors name the key, the value and what is allowed. */
+eb_status eb_settings_set(eb_settings *s, const char *key, const char *value, eb_error *err);
+/* "key=value" form, as given to --set. */
+eb_status eb_settings_assign(eb_settings *s, const char *assignment, eb_error *err);
+long eb_settings_int(const eb_settings *s, const char *key);
+double eb_settings_float(const eb_settings *s, const char *key);
+const char *eb_settings_str(const eb_settings *s, const char *key);
+/* Records every setting as bundle metadata "hp.<key>". */
+eb_status eb_settings_to_meta(const eb_settings *s, eb_bundle_writer *w, eb_error *err);
+
+/* ---- Methods -------------------------------------------------------- */
+
+typedef struct eb_progress {
+    const char *phase; /* "member 2/5" etc. */
+    int epoch, epochs;
+    double loss;           /* mean training loss of the epoch so far */
+    double fraction;       /* of the whole training run, in [0, 1] */
+    double images_per_sec; /* training throughput of the epoch */
+    int epoch_done;        /* this report closes an epoch */
+} eb_progress;
+
+typedef void (*eb_progress_fn)(void *ctx, const eb_progress *p);
+
+/* What a method trains from. */
+typedef struct eb_train_request {
+    const eb_arch *arch;
+    const char *arch_name;    /* "mlp", "cnn" or "custom" */
+    const eb_dataset *train;
+    const eb_settings *settings;
+    uint64_t seed;
+    int threads;
+    eb_progress_fn progress; /* may be NULL */
+    void *progress_ctx;
+} eb_train_request;
+
+/* What a method's training produces: the posterior, before it becomes a
+ * bundle. params is owned (64-byte aligned; eb_trained_free). */
+typedef struct eb_trained {
+    eb_arch arch;      /* may differ from the request's (dropout layers) */
+    eb_repr_kind repr;
+    uint32_t members;  /* S rows for samples; default draws for dropout */
+    uint32_t rows;     /* rows of params */
+    float *params;     /* (rows, K) */
+} eb_trained;
+
+/* Allocates params for rows x arch->n_params (overflow-checked). */
+eb_status eb_trained_alloc(eb_trained *t, const eb_arch *arch, eb_repr_kind repr,
+                           uint32_t members, uint32_t rows, eb_error *err);
+void eb_trained_free(eb_trained *t);
+
+typedef struct eb_method {
+    const char *name;
+    const char *summary;
+    const eb_setting_spec *settings;
+    /* Per-architecture default overrides, "arch:key=value;key=value",
+     * applied after the spec defaults; may be NULL. */
+    const char *const *arch_defaults;
+    /* Trains; on success *out holds the posterior (caller frees). */
+    eb_status (*train)(const eb_train_request *req, eb_trained *out, eb_error *err);
+} eb_method;
+
+/* The method table, terminated by a NULL name. */
+extern const eb_method *const eb_methods[];
+const eb_method *eb_method_find(const char *name);
+/* Settings with the method's defaults and its overrides for arch_name. */
+eb_status eb_method_settings(const eb_method *m, const char *arch_name, eb_settings *s,
+                             eb_error *err);
+
+/* Trains with m and writes the bundle to path, with provenance metadata
+ * (method, architecture, seed, dataset digest, code version, compiler,
+ * BLAS). Deterministic: the same request and thread count give the same
+ * bytes. */
+eb_status eb_method_train_bundle(const eb_method *m, const eb_train_request *req,
+                                 const char *path, eb_error *err);
+
+/* ---- The mini-batch training loop ----------------------------------- */
+
+typedef enum eb_schedule { EB_SCHEDULE_CONSTANT = 1, EB_SCHEDULE_COSINE } eb_schedule;
+
+typedef struct eb_sgd_config {
+    eb_optim_config optim;
+    eb_schedule schedule;
+    int epochs;
+    int batch;
+    int dropout; /* draw dropout masks (architectures with dropout layers) */
+    /* Worker threads: each mini-batch is split into this many contiguous
+     * shards run in parallel with single-threaded BLAS; their gradients
+     * are summed in shard order, so a given count is deterministic. 0 or
+     * 1: one thread. */
+    int threads;
+} eb_sgd_config;
+
+/* Fills cfg from the shared training settings (epochs, batch, optimizer,
+ * lr, momentum, weight_decay, schedule). */
+eb_status eb_sgd_config_from_settings(eb_sgd_config *cfg, const eb_settings *s, eb_error *err);
+
+/* Trains theta (K; initialised here from the INIT stream) on data with
+ * mini-batches in an order drawn from the ORDER stream; `member` offsets
+ * both streams so ensemble members differ. Reports progress per batch
+ * group. Returns the final epoch's mean loss in *final_loss (may be
+ * NULL). */
+eb_status eb_sgd_train(const eb_arch *arch, const eb_dataset *data, const eb_sgd_config *cfg,
+                       uint64_t seed, uint32_t member, float *theta, const char *phase,
+                       eb_progress_fn progress, void *progress_ctx, double *final_loss,
+                       eb_error *err);
+
+/* ---- Posteriors: prediction from a bundle --------------------------- */
+
+/* A validated view of a bundle's posterior; params point into the
+ * bundle's map (the bundle must stay open). */
+typedef struct eb_posterior {
+    eb_arch arch;
+    eb_repr_kind repr;
+    uint32_t members;       /* S rows for samples; default draws otherwise */
+    size_t k;               /* K */
+    const float *params;    /* (members, K) for samples; (K) for dropout */
+} eb_posterior;
+
+/* Checks that the architecture parses and its K matches the bundle's. */
+eb_status eb_posterior_from_bundle(const eb_bundle *b, eb_posterior *p, eb_error *err);
+
+/* Member probabilities probs (n, S, C) of inputs x (n, in_size): for
+ * `samples` one draw per member (S = members); for `dropout` S passes with
+ * masks from (seed, pass). S = 0 means the posterior's default. Batches
+ * of at most `batch` inputs (0: 256). */
+eb_status eb_posterior_predict(const eb_posterior *p, const float *x, size_t n, uint32_t S,
+                               uint64_t seed, int batch, float *probs, eb_error *err);
+/* The S a prediction with S = 0 uses. */
+uint32_t eb_posterior_default_draws(const eb_posterior *p);
+
+#endif /* EB_METHODS_H */

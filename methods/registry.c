@@ -1,0 +1,141 @@
+/* registry.c: the method table, per-architecture defaults, and the
+ * train-to-bundle path that adds provenance metadata. */
+#include <stdio.h>
+#include <string.h>
+
+#include "common/eb_alloc.h"
+#include "methods/eb_methods.h"
+
+extern const eb_method eb_method_map, eb_method_ensemble, eb_method_dropout;
+
+const eb_method *const eb_methods[] = {&eb_method_map, &eb_method_ensemble, &eb_method_dropout,
+                                       NULL};
+
+const eb_method *eb_method_find(const char *name)
+{
+    for (int i = 0; eb_methods[i]; i++)
+        if (!strcmp(eb_methods[i]->name, name))
+            return eb_methods[i];
+    return NULL;
+}
+
+eb_status eb_method_settings(const eb_method *m, const char *arch_name, eb_settings *s,
+                             eb_error *err)
+{
+    eb_status st = eb_settings_init(s, m->settings, err);
+    if (st || !m->arch_defaults || !arch_name)
+        return st;
+    for (int i = 0; m->arch_defaults[i]; i++) {
+        const char *line = m->arch_defaults[i];
+        const char *colon = strchr(line, ':');
+        char buf[256];
+        char *tok, *save = NULL;
+        if (!colon || (size_t)(colon - line) != strlen(arch_name) ||
+            strncmp(line, arch_name, (size_t)(colon - line)))
+            continue;
+        snprintf(buf, sizeof buf, "%s", colon + 1);
+        for (tok = strtok_r(buf, ";", &save); tok; tok = strtok_r(NULL, ";", &save)) {
+            st = eb_settings_assign(s, tok, err);
+            if (st)
+                return st;
+            /* a default, not the user's choice */
+            for (int k = 0; k < s->n; k++)
+                if (!strncmp(s->spec[k].key, tok, strlen(s->spec[k].key)) &&
+                    tok[strlen(s->spec[k].key)] == '=')
+                    s->explicit_[k] = 0;
+        }
+    }
+    return EB_OK;
+}
+
+eb_status eb_trained_alloc(eb_trained *t, const eb_arch *arch, eb_repr_kind repr,
+                           uint32_t members, uint32_t rows, eb_error *err)
+{
+    size_t bytes;
+    memset(t, 0, sizeof *t);
+    if (eb_size_mul((size_t)rows, arch->n_params * sizeof(float), &bytes))
+        return eb_error_set(err, EB_ERR_ARG, "%u x %zu parameters overflow memory", rows,
+                            arch->n_params);
+    t->params = eb_malloc_aligned(64, bytes);
+    if (!t->params)
+        return eb_error_set(err, EB_ERR_NOMEM, "out of memory for %u x %zu parameters", rows,
+                            arch->n_params);
+    t->arch = *arch;
+    t->repr = repr;
+    t->members = members;
+    t->rows = rows;
+    return EB_OK;
+}
+
+void eb_trained_free(eb_trained *t)
+{
+    eb_free_aligned(t->params);
+    t->params = NULL;
+}
+
+static eb_status meta_u64(eb_bundle_writer *w, const char *key, uint64_t v, eb_error *err)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
+    return eb_bundle_writer_meta(w, key, buf, err);
+}
+
+eb_status eb_method_train_bundle(const eb_method *m, const eb_train_request *req,
+                                 const char *path, eb_error *err)
+{
+    eb_bundle_writer *w = NULL;
+    eb_trained t;
+    eb_status st;
+    char arch_text[EB_ARCH_TEXT_MAX];
+    int threads = eb_nn_set_threads(req->threads);
+
+    memset(&t, 0, sizeof t);
+    st = eb_bundle_writer_new(&w, err);
+    if (st)
+        return st;
+    /* Provenance first, so `inspect` lists it in a stable order. No
+     * timestamps: the same request must give the same bytes. */
+    st = eb_bundle_writer_meta(w, "method", m->name, err);
+    if (!st)
+        st = eb_bundle_writer_meta(w, "arch", req->arch_name, err);
+    if (!st)
+        st = meta_u64(w, "seed", req->seed, err);
+    if (!st)
+        st = meta_u64(w, "threads", (uint64_t)threads, err);
+    if (!st)
+        st = eb_bundle_writer_meta(w, "data.name", req->train->name, err);
+    if (!st)
+        st = eb_bundle_writer_meta(w, "data.split", req->train->split, err);
+    if (!st)
+        st = eb_bundle_writer_meta(w, "data.sha256", req->train->digest, err);
+    if (!st)
+        st = meta_u64(w, "data.n", req->train->n, err);
+    if (!st)
+        st = eb_bundle_writer_meta(w, "code.version", EB_VERSION, err);
+    if (!st)
+        st = eb_bundle_writer_meta(w, "code.commit", EB_GIT_COMMIT, err);
+    if (!st)
+        st = eb_bundle_writer_meta(w, "code.compiler", __VERSION__, err);
+    if (!st)
+        st = eb_bundle_writer_meta(w, "code.blas", eb_nn_blas_info(), err);
+    if (!st)
+        st = eb_settings_to_meta(req->settings, w, err);
+    if (!st)
+        st = m->train(req, &t, err);
+    if (!st)
+        st = eb_arch_format(&t.arch, arch_text, sizeof arch_text, err);
+    if (!st)
+        st = eb_bundle_writer_arch(w, arch_text, err);
+    if (!st && t.repr == EB_REPR_SAMPLES)
+        st = eb_bundle_writer_samples(w, t.members, t.arch.n_params, t.params, err);
+    else if (!st && t.repr == EB_REPR_DROPOUT)
+        st = eb_bundle_writer_dropout(w, t.members, t.arch.n_params, t.params, err);
+    else if (!st)
+        st = eb_error_set(err, EB_ERR_INTERNAL, "method %s produced representation %s, which "
+                          "cannot be written yet", m->name, eb_repr_name(t.repr));
+    if (!st)
+        st = eb_bundle_write(w, path, err);
+    eb_bundle_writer_free(w);
+    eb_trained_free(&t);
+    return st;
+}
