@@ -7,6 +7,10 @@
 #include "harness/cli/cli.h"
 
 static const eb_cli_command commands[] = {
+    {"run", eb_cmd_run, "train the default models, write bundles, print their evaluation"},
+    {"train", eb_cmd_train, "train one method into a posterior bundle"},
+    {"inspect", eb_cmd_inspect, "show what a bundle holds"},
+    {"predict", eb_cmd_predict, "accuracy, NLL and OOD detection of a bundle"},
     {"help", NULL, "show this help"},
 };
 
@@ -15,6 +19,7 @@ static void usage(FILE *out)
     fprintf(out, "usage: edgebayes <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n'edgebayes <command> --help' describes each command.\n");
 }
 
 int main(int argc, char **argv)
@@ -22,6 +27,10 @@ int main(int argc, char **argv)
     if (argc < 2) {
         usage(stderr);
         return EB_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("edgebayes %s (%s)\n", EB_VERSION, EB_GIT_COMMIT);
+        return EB_EXIT_OK;
     }
     if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(stdout);
