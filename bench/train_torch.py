@@ -22,8 +22,10 @@ def blas_info():
     lib = "unknown"
     with open("/proc/self/maps") as maps:
         for line in maps:
-            if "openblas" in line and ".so" in line:
-                lib = line.split()[-1]
+            path = line.split()[-1]
+            name = os.path.basename(path)
+            if "openblas" in path and (name.startswith("libblas") or name.startswith("libopenblas")):
+                lib = path
                 break
     core = "unknown"
     try:

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/eb_alloc.h"
+#include "common/eb_version.h"
 #include "methods/eb_methods.h"
 
 extern const eb_method eb_method_map, eb_method_ensemble, eb_method_dropout;
@@ -111,9 +112,9 @@ eb_status eb_method_train_bundle(const eb_method *m, const eb_train_request *req
     if (!st)
         st = meta_u64(w, "data.n", req->train->n, err);
     if (!st)
-        st = eb_bundle_writer_meta(w, "code.version", EB_VERSION, err);
+        st = eb_bundle_writer_meta(w, "code.version", eb_version(), err);
     if (!st)
-        st = eb_bundle_writer_meta(w, "code.commit", EB_GIT_COMMIT, err);
+        st = eb_bundle_writer_meta(w, "code.commit", eb_version_commit(), err);
     if (!st)
         st = eb_bundle_writer_meta(w, "code.compiler", __VERSION__, err);
     if (!st)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/eb_io.h"
+#include "common/eb_version.h"
 #include "harness/cli/cli.h"
 #include "harness/eb_eval.h"
 #include "harness/eb_progress.h"
@@ -53,7 +54,7 @@ static int reusable(const char *path, const eb_method *m, const eb_train_request
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)req->seed);
 #define SAME(key, want) (eb_bundle_meta_get(b, key) && !strcmp(eb_bundle_meta_get(b, key), want))
     ok &= SAME("method", m->name) && SAME("arch", req->arch_name) && SAME("seed", seed) &&
-          SAME("code.commit", EB_GIT_COMMIT) && SAME("data.sha256", req->train->digest);
+          SAME("code.commit", eb_version_commit()) && SAME("data.sha256", req->train->digest);
     for (int i = 0; i < req->settings->n; i++) {
         char key[80];
         snprintf(key, sizeof key, "hp.%s", req->settings->spec[i].key);

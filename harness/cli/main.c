@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/eb_version.h"
 #include "harness/cli/cli.h"
 
 static const eb_cli_command commands[] = {
@@ -29,7 +30,7 @@ int main(int argc, char **argv)
         return EB_EXIT_USAGE;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("edgebayes %s (%s)\n", EB_VERSION, EB_GIT_COMMIT);
+        printf("edgebayes %s (%s)\n", eb_version(), eb_version_commit());
         return EB_EXIT_OK;
     }
     if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {

@@ -95,14 +95,51 @@ void eb_kern_conv2d_forward(float *out, float *cols, const float *inp, const flo
                 1.0f, out, NO);
 }
 
+/* dw (NO, kdim) = dout^T (NO, rows) . cols (rows, kdim) for a small weight
+ * (the first convolution: kdim = 9, NO = 32) over many rows. sgemm handles
+ * this shape (tiny output, huge inner dimension) poorly and cannot split
+ * it across threads; a row loop over a (kdim, NO) accumulator vectorises
+ * over NO. Float partial sums per block of rows, double across blocks. */
+#define SMALL_DW_MAX 512
+static void small_weight_grad(float *dw, const float *dout, const float *cols, size_t rows,
+                              int NO, int kdim)
+{
+    double total[SMALL_DW_MAX];
+    float acc[SMALL_DW_MAX];
+    const size_t len = (size_t)kdim * (size_t)NO;
+    memset(total, 0, len * sizeof *total);
+    for (size_t r0 = 0; r0 < rows; r0 += 256) {
+        const size_t r1 = r0 + 256 < rows ? r0 + 256 : rows;
+        memset(acc, 0, len * sizeof *acc);
+        for (size_t r = r0; r < r1; r++) {
+            const float *d = dout + r * (size_t)NO;
+            const float *c = cols + r * (size_t)kdim;
+            for (int k = 0; k < kdim; k++) {
+                const float ck = c[k];
+                float *a = acc + (size_t)k * NO;
+                for (int o = 0; o < NO; o++)
+                    a[o] += ck * d[o];
+            }
+        }
+        for (size_t i = 0; i < len; i++)
+            total[i] += acc[i];
+    }
+    for (int o = 0; o < NO; o++)
+        for (int k = 0; k < kdim; k++)
+            dw[(size_t)o * kdim + k] = (float)total[(size_t)k * NO + o];
+}
+
 void eb_kern_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, const float *dout,
                              const float *cols, const float *w, int n, int H, int W, int C,
                              int NO)
 {
     const int rows = n * (H - 2) * (W - 2);
     const int kdim = 9 * C;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, kdim, rows, 1.0f, dout, NO, cols, kdim,
-                0.0f, dw, kdim);
+    if ((size_t)kdim * (size_t)NO <= SMALL_DW_MAX)
+        small_weight_grad(dw, dout, cols, (size_t)rows, NO, kdim);
+    else
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, kdim, rows, 1.0f, dout, NO, cols,
+                    kdim, 0.0f, dw, kdim);
     column_sums(db, dout, (size_t)rows, NO);
     if (dinp) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, kdim, NO, 1.0f, dout, NO, w,
