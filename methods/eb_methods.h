@@ -164,13 +164,41 @@ typedef struct eb_posterior {
 /* Checks that the architecture parses and its K matches the bundle's. */
 eb_status eb_posterior_from_bundle(const eb_bundle *b, eb_posterior *p, eb_error *err);
 
-/* Member probabilities probs (n, S, C) of inputs x (n, in_size): for
- * `samples` one draw per member (S = members); for `dropout` S passes with
- * masks from (seed, pass). S = 0 means the posterior's default. Batches
- * of at most `batch` inputs (0: 256). */
-eb_status eb_posterior_predict(const eb_posterior *p, const float *x, size_t n, uint32_t S,
-                               uint64_t seed, int batch, float *probs, eb_error *err);
 /* The S a prediction with S = 0 uses. */
 uint32_t eb_posterior_default_draws(const eb_posterior *p);
+
+/* A reusable prediction context for one posterior: the network workspace
+ * and scratch buffers, allocated once, so repeated calls (one input at a
+ * time, in latency measurement) allocate nothing. Draw s of a prediction
+ * is member s (samples) or a dropout pass whose masks come from the
+ * stream (seed, s, example index); example indices start at
+ * first_example, so a batch split into calls draws the same masks as one
+ * call. The posterior must outlive the predictor. */
+typedef struct eb_predictor eb_predictor;
+
+/* Batches of up to max_batch inputs, up to max_draws draws (0: the
+ * posterior's default). The caller frees with eb_predictor_free. */
+eb_status eb_predictor_new(const eb_posterior *p, int max_batch, uint32_t max_draws,
+                           eb_predictor **out, eb_error *err);
+void eb_predictor_free(eb_predictor *pr);
+/* Bytes of workspace the predictor holds (activations and scratch). */
+size_t eb_predictor_bytes(const eb_predictor *pr);
+/* Member probabilities probs (n, S, C) of inputs x (n, in_size); any n
+ * (split into batches internally). S = 0: the default; S <= max_draws. */
+eb_status eb_predictor_run(eb_predictor *pr, const float *x, size_t n, uint32_t S,
+                           uint64_t seed, uint64_t first_example, float *probs, eb_error *err);
+/* The gradient of the posterior predictive's negative log-likelihood,
+ * -log pbar(y | x) with pbar the mean over S draws of the member
+ * probabilities, with respect to each input: dx (n, in_size), through all
+ * S members (or the same dropout masks as eb_predictor_run draws). Writes
+ * the predictive pbar (n, C) when pbar is not NULL. */
+eb_status eb_predictor_input_grad(eb_predictor *pr, const float *x, const uint8_t *y, size_t n,
+                                  uint32_t S, uint64_t seed, uint64_t first_example, float *dx,
+                                  float *pbar, eb_error *err);
+
+/* One-shot prediction: a predictor for batches of `batch` (0: 256),
+ * run over x (n, in_size) into probs (n, S, C), freed. */
+eb_status eb_posterior_predict(const eb_posterior *p, const float *x, size_t n, uint32_t S,
+                               uint64_t seed, int batch, float *probs, eb_error *err);
 
 #endif /* EB_METHODS_H */

@@ -39,45 +39,199 @@ uint32_t eb_posterior_default_draws(const eb_posterior *p)
     return p->members;
 }
 
+struct eb_predictor {
+    const eb_posterior *p;
+    int max_batch;
+    uint32_t max_draws;
+    eb_net *net;
+    float *probs;   /* (max_batch, max_draws, C): a batch's member probabilities */
+    float *dlogits; /* (max_batch, C) */
+    float *dx;      /* (max_batch, in): one draw's input gradient */
+    size_t bytes;
+};
+
+eb_status eb_predictor_new(const eb_posterior *p, int max_batch, uint32_t max_draws,
+                           eb_predictor **out, eb_error *err)
+{
+    const size_t C = (size_t)p->arch.n_classes, in = p->arch.in_size;
+    eb_predictor *pr;
+    eb_status st;
+    size_t probs_len;
+
+    *out = NULL;
+    if (max_draws == 0)
+        max_draws = eb_posterior_default_draws(p);
+    if (p->repr == EB_REPR_SAMPLES && max_draws > p->members)
+        return eb_error_set(err, EB_ERR_ARG, "asked for %u draws from a posterior of %u samples",
+                            max_draws, p->members);
+    if (max_batch < 1)
+        return eb_error_set(err, EB_ERR_ARG, "batch size %d must be positive", max_batch);
+    if (eb_size_mul((size_t)max_batch * max_draws, C, &probs_len))
+        return eb_error_set(err, EB_ERR_ARG, "%d inputs x %u draws overflow", max_batch,
+                            max_draws);
+    pr = eb_calloc(1, sizeof *pr);
+    if (!pr)
+        return eb_error_set(err, EB_ERR_NOMEM, "out of memory for a predictor");
+    pr->p = p;
+    pr->max_batch = max_batch;
+    pr->max_draws = max_draws;
+    st = eb_net_new(&p->arch, max_batch, &pr->net, err);
+    if (st) {
+        eb_free(pr);
+        return st;
+    }
+    pr->probs = eb_malloc(probs_len * sizeof *pr->probs);
+    pr->dlogits = eb_malloc((size_t)max_batch * C * sizeof *pr->dlogits);
+    pr->dx = eb_malloc((size_t)max_batch * in * sizeof *pr->dx);
+    if (!pr->probs || !pr->dlogits || !pr->dx) {
+        eb_predictor_free(pr);
+        return eb_error_set(err, EB_ERR_NOMEM, "out of memory for prediction buffers");
+    }
+    pr->bytes = eb_net_workspace_bytes(pr->net) +
+                (probs_len + (size_t)max_batch * (C + in)) * sizeof(float);
+    *out = pr;
+    return EB_OK;
+}
+
+void eb_predictor_free(eb_predictor *pr)
+{
+    if (!pr)
+        return;
+    eb_net_free(pr->net);
+    eb_free(pr->probs);
+    eb_free(pr->dlogits);
+    eb_free(pr->dx);
+    eb_free(pr);
+}
+
+size_t eb_predictor_bytes(const eb_predictor *pr)
+{
+    return pr->bytes;
+}
+
+static eb_status check_draws(const eb_predictor *pr, uint32_t *S, eb_error *err)
+{
+    if (*S == 0)
+        *S = eb_posterior_default_draws(pr->p);
+    if (*S > pr->max_draws)
+        return eb_error_set(err, EB_ERR_ARG, "asked for %u draws; this predictor allows %u", *S,
+                            pr->max_draws);
+    return EB_OK;
+}
+
+static const float *draw_theta(const eb_predictor *pr, uint32_t s)
+{
+    const eb_posterior *p = pr->p;
+    return p->repr == EB_REPR_SAMPLES ? p->params + (size_t)s * p->k : p->params;
+}
+
+/* Forward of draw s over nb inputs; returns the logits (nb, C). */
+static const float *draw_forward(eb_predictor *pr, uint32_t s, const float *x, int nb,
+                                 uint64_t seed, uint64_t first_example)
+{
+    const eb_posterior *p = pr->p;
+    const float *theta = draw_theta(pr, s);
+    eb_dropout_ctx drop = {p->repr == EB_REPR_DROPOUT ? EB_DROPOUT_SAMPLE : EB_DROPOUT_OFF,
+                           eb_rng_mix64(seed ^ EB_STREAM_PREDICT), s, first_example};
+    return eb_net_forward(pr->net, theta, x, nb, &drop);
+}
+
+/* Member probabilities of one batch into pr->probs (nb, S, C). */
+static void batch_probs(eb_predictor *pr, const float *x, int nb, uint32_t S, uint64_t seed,
+                        uint64_t first_example)
+{
+    const size_t C = (size_t)pr->p->arch.n_classes;
+    for (uint32_t s = 0; s < S; s++) {
+        const float *logits = draw_forward(pr, s, x, nb, seed, first_example);
+        eb_softmax(pr->dlogits, logits, nb, (int)C);
+        for (int i = 0; i < nb; i++)
+            memcpy(pr->probs + ((size_t)i * S + s) * C, pr->dlogits + (size_t)i * C,
+                   C * sizeof(float));
+    }
+}
+
+eb_status eb_predictor_run(eb_predictor *pr, const float *x, size_t n, uint32_t S,
+                           uint64_t seed, uint64_t first_example, float *probs, eb_error *err)
+{
+    const size_t C = (size_t)pr->p->arch.n_classes, in = pr->p->arch.in_size;
+    eb_status st = check_draws(pr, &S, err);
+    if (st)
+        return st;
+    for (size_t first = 0; first < n; first += (size_t)pr->max_batch) {
+        const int nb = (int)(n - first < (size_t)pr->max_batch ? n - first : (size_t)pr->max_batch);
+        batch_probs(pr, x + first * in, nb, S, seed, first_example + first);
+        memcpy(probs + first * S * C, pr->probs, (size_t)nb * S * C * sizeof(float));
+    }
+    return EB_OK;
+}
+
+eb_status eb_predictor_input_grad(eb_predictor *pr, const float *x, const uint8_t *y, size_t n,
+                                  uint32_t S, uint64_t seed, uint64_t first_example, float *dx,
+                                  float *pbar, eb_error *err)
+{
+    const eb_posterior *p = pr->p;
+    const size_t C = (size_t)p->arch.n_classes, in = p->arch.in_size;
+    eb_status st = check_draws(pr, &S, err);
+    if (st)
+        return st;
+    for (size_t i = 0; i < n; i++)
+        if (y[i] >= C)
+            return eb_error_set(err, EB_ERR_ARG, "label %u of input %zu is not below %zu classes",
+                                y[i], i, C);
+    for (size_t first = 0; first < n; first += (size_t)pr->max_batch) {
+        const int nb = (int)(n - first < (size_t)pr->max_batch ? n - first : (size_t)pr->max_batch);
+        const float *xb = x + first * in;
+        float *dxb = dx + first * in;
+        /* pass 1: every draw's probabilities, for pbar */
+        batch_probs(pr, xb, nb, S, seed, first_example + first);
+        memset(dxb, 0, (size_t)nb * in * sizeof *dxb);
+        /* pass 2: per draw, d(-log pbar_y)/dlogits_s =
+         *   -(1 / (S pbar_y)) p_s,y (e_y - p_s), back through the draw */
+        for (uint32_t s = 0; s < S; s++) {
+            draw_forward(pr, s, xb, nb, seed, first_example + first);
+            for (int i = 0; i < nb; i++) {
+                const float *ps = pr->probs + ((size_t)i * S + s) * C;
+                double pb = 0.0, scale;
+                float *d = pr->dlogits + (size_t)i * C;
+                for (uint32_t t = 0; t < S; t++)
+                    pb += pr->probs[((size_t)i * S + t) * C + y[first + (size_t)i]];
+                pb /= S;
+                if (pb < 1e-30)
+                    pb = 1e-30;
+                scale = -(double)ps[y[first + (size_t)i]] / (S * pb);
+                for (size_t c = 0; c < C; c++)
+                    d[c] = (float)(scale * ((c == y[first + (size_t)i] ? 1.0 : 0.0) - ps[c]));
+            }
+            /* only the input gradient: no parameter gradient */
+            eb_net_backward(pr->net, draw_theta(pr, s), pr->dlogits, NULL, pr->dx);
+            for (size_t k = 0; k < (size_t)nb * in; k++)
+                dxb[k] += pr->dx[k];
+        }
+        if (pbar)
+            for (int i = 0; i < nb; i++)
+                for (size_t c = 0; c < C; c++) {
+                    double m = 0.0;
+                    for (uint32_t t = 0; t < S; t++)
+                        m += pr->probs[((size_t)i * S + t) * C + c];
+                    pbar[(first + (size_t)i) * C + c] = (float)(m / S);
+                }
+    }
+    return EB_OK;
+}
+
 eb_status eb_posterior_predict(const eb_posterior *p, const float *x, size_t n, uint32_t S,
                                uint64_t seed, int batch, float *probs, eb_error *err)
 {
-    const size_t C = (size_t)p->arch.n_classes, in = p->arch.in_size;
-    eb_net *net;
-    float *tmp;
+    eb_predictor *pr;
     eb_status st;
-
-    if (S == 0)
-        S = eb_posterior_default_draws(p);
-    if (p->repr == EB_REPR_SAMPLES && S > p->members)
-        return eb_error_set(err, EB_ERR_ARG, "asked for %u draws from a posterior of %u samples",
-                            S, p->members);
     if (batch <= 0)
         batch = 256;
     if ((size_t)batch > n && n > 0)
         batch = (int)n;
-    st = eb_net_new(&p->arch, batch, &net, err);
+    st = eb_predictor_new(p, batch, S, &pr, err);
     if (st)
         return st;
-    tmp = eb_malloc((size_t)batch * C * sizeof *tmp);
-    if (!tmp) {
-        eb_net_free(net);
-        return eb_error_set(err, EB_ERR_NOMEM, "out of memory for predictions");
-    }
-    for (uint32_t s = 0; s < S; s++) {
-        const float *theta = p->repr == EB_REPR_SAMPLES ? p->params + (size_t)s * p->k : p->params;
-        for (size_t first = 0; first < n; first += (size_t)batch) {
-            const int nb = (int)(n - first < (size_t)batch ? n - first : (size_t)batch);
-            eb_dropout_ctx drop = {p->repr == EB_REPR_DROPOUT ? EB_DROPOUT_SAMPLE : EB_DROPOUT_OFF,
-                                   eb_rng_mix64(seed ^ EB_STREAM_PREDICT), s, first};
-            const float *logits = eb_net_forward(net, theta, x + first * in, nb, &drop);
-            eb_softmax(tmp, logits, nb, (int)C);
-            for (int i = 0; i < nb; i++)
-                memcpy(probs + ((first + (size_t)i) * S + s) * C, tmp + (size_t)i * C,
-                       C * sizeof *tmp);
-        }
-    }
-    eb_free(tmp);
-    eb_net_free(net);
-    return EB_OK;
+    st = eb_predictor_run(pr, x, n, S, seed, 0, probs, err);
+    eb_predictor_free(pr);
+    return st;
 }

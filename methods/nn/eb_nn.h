@@ -126,8 +126,9 @@ const float *eb_net_forward(eb_net *net, const float *theta, const float *x, int
                             const eb_dropout_ctx *drop);
 
 /* Backward pass for the last forward: given dlogits (n, n_classes) writes
- * the gradient with respect to theta into grad (K, overwritten) and, when
- * dx is not NULL, with respect to the input into dx (n, in_size). */
+ * the gradient with respect to theta into grad (K, overwritten) unless
+ * grad is NULL and, when dx is not NULL, with respect to the input into
+ * dx (n, in_size). */
 void eb_net_backward(eb_net *net, const float *theta, const float *dlogits, float *grad,
                      float *dx);
 

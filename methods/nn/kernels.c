@@ -37,9 +37,11 @@ void eb_kern_dense_forward(float *out, const float *inp, const float *w, const f
 void eb_kern_dense_backward(float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, int n, int NI, int NO)
 {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, NI, n, 1.0f, dout, NO, inp, NI, 0.0f, dw,
-                NI);
-    column_sums(db, dout, (size_t)n, NO);
+    if (dw) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, NI, n, 1.0f, dout, NO, inp, NI,
+                    0.0f, dw, NI);
+        column_sums(db, dout, (size_t)n, NO);
+    }
     if (dinp)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, NI, NO, 1.0f, dout, NO, w, NI, 0.0f,
                     dinp, NI);
@@ -135,12 +137,13 @@ void eb_kern_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, co
 {
     const int rows = n * (H - 2) * (W - 2);
     const int kdim = 9 * C;
-    if ((size_t)kdim * (size_t)NO <= SMALL_DW_MAX)
+    if (dw && (size_t)kdim * (size_t)NO <= SMALL_DW_MAX)
         small_weight_grad(dw, dout, cols, (size_t)rows, NO, kdim);
-    else
+    else if (dw)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, kdim, rows, 1.0f, dout, NO, cols,
                     kdim, 0.0f, dw, kdim);
-    column_sums(db, dout, (size_t)rows, NO);
+    if (dw)
+        column_sums(db, dout, (size_t)rows, NO);
     if (dinp) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, kdim, NO, 1.0f, dout, NO, w,
                     kdim, 0.0f, dcols, kdim);

@@ -194,8 +194,8 @@ void eb_net_backward(eb_net *net, const float *theta, const float *dlogits, floa
         const eb_layer *L = &a->layers[i];
         const float *inp = i > 0 ? net->out[i - 1] : net->x;
         const float *w = theta + L->param_offset;
-        float *dw = grad + L->param_offset;
-        float *db = dw + L->n_weights;
+        float *dw = grad ? grad + L->param_offset : NULL;
+        float *db = grad ? dw + L->n_weights : NULL;
         /* No layer before the first parameterised one needs a gradient,
          * unless the caller asked for the input's. */
         int need_dinp = i > net->first_param || dx != NULL;
@@ -205,7 +205,7 @@ void eb_net_backward(eb_net *net, const float *theta, const float *dlogits, floa
         else
             dinp = net->grad[pp];
         if (!need_dinp) {
-            if (L->n_weights) {
+            if (L->n_weights && grad) {
                 if (L->kind == EB_LAYER_DENSE)
                     eb_kern_dense_backward(NULL, dw, db, dout, inp, w, n, (int)L->in_size,
                                            L->units);

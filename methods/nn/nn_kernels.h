@@ -16,7 +16,8 @@ void eb_kern_dense_forward(float *out, const float *inp, const float *w, const f
                            int NI, int NO);
 void eb_kern_dense_forward_naive(float *out, const float *inp, const float *w, const float *b,
                                  int n, int NI, int NO);
-/* dw (NO, NI) and db (NO) are overwritten; dinp (n, NI) is written unless NULL. */
+/* dw (NO, NI) and db (NO) are overwritten unless dw is NULL (then db is
+ * ignored); dinp (n, NI) is written unless NULL. */
 void eb_kern_dense_backward(float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, int n, int NI, int NO);
 void eb_kern_dense_backward_naive(float *dinp, float *dw, float *db, const float *dout,
@@ -30,8 +31,9 @@ void eb_kern_conv2d_forward(float *out, float *cols, const float *inp, const flo
                             const float *b, int n, int H, int W, int C, int NO);
 void eb_kern_conv2d_forward_naive(float *out, const float *inp, const float *w, const float *b,
                                   int n, int H, int W, int C, int NO);
-/* dw, db overwritten; dinp (n, H, W, C) written unless NULL, using dcols
- * (same shape as cols) as scratch. cols must hold the forward's lowering. */
+/* dw, db overwritten unless dw is NULL; dinp (n, H, W, C) written unless
+ * NULL, using dcols (same shape as cols) as scratch. cols must hold the
+ * forward's lowering. */
 void eb_kern_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, const float *dout,
                              const float *cols, const float *w, int n, int H, int W, int C,
                              int NO);

@@ -234,7 +234,7 @@ static void test_settings_are_validated(void **state)
     assert_int_equal(eb_method_settings(m, "cnn", &s, &err), EB_OK);
     assert_int_equal(eb_settings_int(&s, "epochs"), 12); /* the cnn override */
     assert_int_equal(eb_method_settings(m, "mlp", &s, &err), EB_OK);
-    assert_int_equal(eb_settings_int(&s, "epochs"), 20);
+    assert_int_equal(eb_settings_int(&s, "epochs"), 30);
     assert_int_equal(eb_settings_assign(&s, "lr=0.01", &err), EB_OK);
     assert_float_equal(eb_settings_float(&s, "lr"), 0.01, 1e-12);
     assert_int_equal(eb_settings_assign(&s, "colour=blue", &err), EB_ERR_ARG);

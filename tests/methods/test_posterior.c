@@ -1,0 +1,169 @@
+/* test_posterior.c: prediction from posteriors: the reusable predictor
+ * gives the same member probabilities whether a set is predicted at once
+ * or in pieces (dropout masks are keyed by example index), and the input
+ * gradient of the predictive's NLL, -log pbar(y|x) through all S draws,
+ * matches central finite differences for samples and dropout posteriors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/eb_alloc.h"
+#include "methods/eb_methods.h"
+
+/* A posterior over random parameters (no bundle needed). */
+static void make_posterior(eb_posterior *p, const char *arch, eb_repr_kind repr, uint32_t S,
+                           float **params)
+{
+    eb_error err;
+    eb_rng r;
+    uint32_t rows = repr == EB_REPR_SAMPLES ? S : 1;
+    memset(p, 0, sizeof *p);
+    assert_int_equal(eb_arch_parse(arch, &p->arch, &err), EB_OK);
+    *params = malloc((size_t)rows * p->arch.n_params * sizeof(float));
+    eb_rng_seed(&r, 17, 0);
+    for (uint32_t s = 0; s < rows; s++)
+        eb_arch_init_params(&p->arch, *params + (size_t)s * p->arch.n_params, &r);
+    for (size_t i = 0; i < (size_t)rows * p->arch.n_params; i++)
+        (*params)[i] += 0.1f * (float)eb_rng_normal(&r);
+    p->repr = repr;
+    p->members = S;
+    p->k = p->arch.n_params;
+    p->params = *params;
+}
+
+static double nll_of(eb_predictor *pr, const float *x, const uint8_t *y, size_t n, uint32_t S,
+                     size_t C, float *probs)
+{
+    double total = 0.0;
+    assert_int_equal(eb_predictor_run(pr, x, n, S, 5, 0, probs, NULL), EB_OK);
+    for (size_t i = 0; i < n; i++) {
+        double m = 0.0;
+        for (uint32_t s = 0; s < S; s++)
+            m += probs[(i * S + s) * C + y[i]];
+        total -= log(m / S);
+    }
+    return total;
+}
+
+static void check_input_grad(const char *arch, eb_repr_kind repr, uint32_t S)
+{
+    eb_posterior p;
+    eb_predictor *pr;
+    eb_error err;
+    float *params, *x, *dx, *probs, *pbar;
+    uint8_t y[4] = {0, 1, 2, 1};
+    const size_t n = 4;
+    size_t in, C, bad = 0, total = 0;
+    eb_rng r;
+    double worst = 0.0;
+
+    make_posterior(&p, arch, repr, S, &params);
+    in = p.arch.in_size;
+    C = (size_t)p.arch.n_classes;
+    assert_int_equal(eb_predictor_new(&p, 3, S, &pr, &err), EB_OK); /* batch 3 < n: split */
+    x = malloc(n * in * sizeof *x);
+    dx = malloc(n * in * sizeof *dx);
+    probs = malloc(n * S * C * sizeof *probs);
+    pbar = malloc(n * C * sizeof *pbar);
+    eb_rng_seed(&r, 3, 0);
+    for (size_t i = 0; i < n * in; i++)
+        x[i] = eb_rng_uniformf(&r);
+    assert_int_equal(eb_predictor_input_grad(pr, x, y, n, S, 5, 0, dx, pbar, &err), EB_OK);
+    /* pbar is the mean of the member probabilities */
+    nll_of(pr, x, y, n, S, C, probs);
+    for (size_t i = 0; i < n; i++)
+        for (size_t c = 0; c < C; c++) {
+            double m = 0.0;
+            for (uint32_t s = 0; s < S; s++)
+                m += probs[(i * S + s) * C + c];
+            assert_float_equal(pbar[i * C + c], m / S, 1e-6);
+        }
+    for (size_t k = 0; k < n * in; k++) {
+        const float h = 1e-3f, keep = x[k];
+        double lp, lm, fd, e;
+        x[k] = keep + h;
+        lp = nll_of(pr, x, y, n, S, C, probs);
+        x[k] = keep - h;
+        lm = nll_of(pr, x, y, n, S, C, probs);
+        x[k] = keep;
+        fd = (lp - lm) / (2.0 * h);
+        e = fabs(fd - dx[k]) / (2e-3 + 2e-2 * fabs(fd));
+        total++;
+        if (e > 1.0)
+            bad++; /* a ReLU kink within h */
+        else if (e > worst)
+            worst = e;
+    }
+    printf("%s %s S=%u: worst scaled error %.2f, %zu of %zu coordinates off (kinks)\n", arch,
+           eb_repr_name(repr), S, worst, bad, total);
+    assert_true(bad * 50 <= total);
+    free(x); free(dx); free(probs); free(pbar); free(params);
+    eb_predictor_free(pr);
+}
+
+static void test_input_grad_samples(void **state)
+{
+    (void)state;
+    check_input_grad("input 3x3x1; flatten; dense 6; relu; dense 3", EB_REPR_SAMPLES, 3);
+    check_input_grad("input 5x5x1; conv2d 2; relu; maxpool; flatten; dense 3", EB_REPR_SAMPLES, 2);
+}
+
+static void test_input_grad_dropout(void **state)
+{
+    (void)state;
+    check_input_grad("input 3x3x1; flatten; dense 8; relu; dropout 0.4; dense 3", EB_REPR_DROPOUT,
+                     4);
+}
+
+static void test_pieces_equal_whole(void **state)
+{
+    eb_posterior p;
+    eb_predictor *pr;
+    float *params, *x, *whole, *piece;
+    const size_t n = 10, S = 3;
+    eb_rng r;
+    (void)state;
+    make_posterior(&p, "input 2x2x1; flatten; dense 6; relu; dropout 0.5; dense 4", EB_REPR_DROPOUT,
+                   3, &params);
+    x = malloc(n * 4 * sizeof *x);
+    whole = malloc(n * S * 4 * sizeof *whole);
+    piece = malloc(n * S * 4 * sizeof *piece);
+    eb_rng_seed(&r, 1, 0);
+    for (size_t i = 0; i < n * 4; i++)
+        x[i] = eb_rng_uniformf(&r);
+    assert_int_equal(eb_predictor_new(&p, 4, 0, &pr, NULL), EB_OK);
+    assert_int_equal(eb_predictor_run(pr, x, n, 0, 9, 0, whole, NULL), EB_OK);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(eb_predictor_run(pr, x + i * 4, 1, 0, 9, i, piece + i * S * 4, NULL),
+                         EB_OK);
+    assert_memory_equal(whole, piece, n * S * 4 * sizeof *whole);
+    assert_int_equal(eb_posterior_predict(&p, x, n, 0, 9, 7, piece, NULL), EB_OK);
+    assert_memory_equal(whole, piece, n * S * 4 * sizeof *whole);
+    assert_int_equal(eb_predictor_run(pr, x, n, 4, 9, 0, whole, NULL), EB_ERR_ARG);
+    {
+        uint8_t ybad[1] = {9};
+        eb_error err;
+        assert_int_equal(eb_predictor_input_grad(pr, x, ybad, 1, 0, 9, 0, piece, NULL, &err),
+                         EB_ERR_ARG);
+        assert_non_null(strstr(err.msg, "label 9"));
+    }
+    eb_predictor_free(pr);
+    free(x); free(whole); free(piece); free(params);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_input_grad_samples),
+        cmocka_unit_test(test_input_grad_dropout),
+        cmocka_unit_test(test_pieces_equal_whole),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
