@@ -119,6 +119,7 @@ int main(int argc, char **argv)
     sc.schedule = EB_SCHEDULE_CONSTANT;
     sc.batch = 128;
     sc.epochs = 1;
+    sc.threads = threads; /* data-parallel workers, as `edgebayes train --threads` */
     theta = eb_malloc_aligned(64, arch.n_params * sizeof *theta);
     ips = calloc((size_t)epochs, sizeof *ips);
     for (int e = 0; e < epochs; e++) {

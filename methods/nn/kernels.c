@@ -9,6 +9,16 @@
 #include "methods/nn/eb_rng.h"
 #include "methods/nn/nn_kernels.h"
 
+/* The element-wise loops run in AVX-512 or AVX2 where the CPU has them,
+ * chosen once at load time (GCC function multiversioning), so one portable
+ * binary uses the widest vectors. Each clone computes the same sums in the
+ * same order; the CPU, not the run, picks the clone. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(EB_NO_CLONES)
+#define EB_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define EB_VECTOR_CLONES
+#endif
+
 static void fill_rows(float *out, const float *b, size_t rows, int NO)
 {
     for (size_t r = 0; r < rows; r++)
@@ -16,6 +26,7 @@ static void fill_rows(float *out, const float *b, size_t rows, int NO)
 }
 
 /* db[o] = sum over rows of dout[r][o] */
+EB_VECTOR_CLONES
 static void column_sums(float *db, const float *dout, size_t rows, int NO)
 {
     memset(db, 0, (size_t)NO * sizeof(float));
@@ -66,6 +77,7 @@ static void im2col(float *cols, const float *inp, int n, int H, int W, int C)
     }
 }
 
+EB_VECTOR_CLONES
 static void col2im(float *dinp, const float *dcols, int n, int H, int W, int C)
 {
     const int OH = H - 2, OW = W - 2;
@@ -103,6 +115,7 @@ void eb_kern_conv2d_forward(float *out, float *cols, const float *inp, const flo
  * it across threads; a row loop over a (kdim, NO) accumulator vectorises
  * over NO. Float partial sums per block of rows, double across blocks. */
 #define SMALL_DW_MAX 512
+EB_VECTOR_CLONES
 static void small_weight_grad(float *dw, const float *dout, const float *cols, size_t rows,
                               int NO, int kdim)
 {
@@ -151,6 +164,7 @@ void eb_kern_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, co
     }
 }
 
+EB_VECTOR_CLONES
 void eb_kern_maxpool_forward(float *out, int32_t *argmax, const float *inp, int n, int H, int W,
                              int C)
 {
@@ -193,12 +207,14 @@ void eb_kern_maxpool_backward(float *dinp, const float *dout, const int32_t *arg
     }
 }
 
+EB_VECTOR_CLONES
 void eb_kern_relu_forward(float *out, const float *inp, size_t len)
 {
     for (size_t i = 0; i < len; i++)
         out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
 }
 
+EB_VECTOR_CLONES
 void eb_kern_relu_backward(float *dinp, const float *dout, const float *out, size_t len)
 {
     for (size_t i = 0; i < len; i++)
@@ -228,6 +244,7 @@ void eb_kern_dropout_mask(float *mask, int n, size_t size, float rate, uint64_t 
     }
 }
 
+EB_VECTOR_CLONES
 void eb_kern_mul(float *out, const float *inp, const float *mask, size_t len)
 {
     for (size_t i = 0; i < len; i++)
