@@ -1,0 +1,194 @@
+/* test_suite.c: suite files: the built-in suites parse and expand into
+ * jobs with stable, distinct keys; shards partition the jobs; settings
+ * reach the jobs (plain and per-architecture keys); and every malformed
+ * suite is refused with a message naming the file, the line and the key. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/eb_alloc.h"
+#include "harness/eb_suite.h"
+
+static void test_builtin_suites(void **state)
+{
+    eb_suite s;
+    eb_error err;
+    eb_job *jobs;
+    int n;
+    (void)state;
+    assert_int_equal(eb_suite_load("quick", &s, &err), EB_OK);
+    assert_string_equal(s.name, "quick");
+    assert_string_equal(s.source, "built-in:quick");
+    assert_int_equal(s.n_seeds, 1);
+    assert_int_equal(s.n_archs, 1);
+    assert_int_equal(s.facets, EB_FACET_ALL);
+    assert_true(s.n_methods >= 3);
+    assert_int_equal(eb_suite_jobs(&s, 1, 1, &jobs, &n, &err), EB_OK);
+    assert_int_equal(n, s.n_methods);
+    for (int i = 0; i < n; i++)
+        for (int k = i + 1; k < n; k++)
+            assert_string_not_equal(jobs[i].key, jobs[k].key);
+    assert_string_equal(jobs[1].name, "ensemble/mlp/s1");
+    assert_int_equal(eb_settings_int(&jobs[1].settings, "samples"), 5);
+    eb_free(jobs);
+
+    assert_int_equal(eb_suite_load("paper", &s, &err), EB_OK);
+    assert_int_equal(s.n_seeds, 3);
+    assert_int_equal(s.n_archs, 2);
+    assert_int_equal(eb_suite_jobs(&s, 1, 1, &jobs, &n, &err), EB_OK);
+    assert_int_equal(n, 3 * 2 * s.n_methods);
+    /* the cnn architecture's default epochs reach its jobs */
+    for (int i = 0; i < n; i++)
+        if (!strcmp(jobs[i].arch, "cnn"))
+            assert_int_equal(eb_settings_int(&jobs[i].settings, "epochs"), 12);
+    eb_free(jobs);
+}
+
+static void test_shards_partition_jobs(void **state)
+{
+    eb_suite s;
+    eb_job *all, *part;
+    int n_all, n, seen = 0;
+    (void)state;
+    assert_int_equal(eb_suite_load("paper", &s, NULL), EB_OK);
+    assert_int_equal(eb_suite_jobs(&s, 1, 1, &all, &n_all, NULL), EB_OK);
+    for (int k = 1; k <= 4; k++) {
+        assert_int_equal(eb_suite_jobs(&s, k, 4, &part, &n, NULL), EB_OK);
+        for (int i = 0; i < n; i++) {
+            assert_int_equal(part[i].index % 4, k - 1);
+            assert_string_equal(part[i].key, all[part[i].index].key);
+        }
+        seen += n;
+        eb_free(part);
+    }
+    assert_int_equal(seen, n_all);
+    assert_int_equal(eb_suite_jobs(&s, 0, 4, &part, &n, NULL), EB_ERR_ARG);
+    assert_int_equal(eb_suite_jobs(&s, 5, 4, &part, &n, NULL), EB_ERR_ARG);
+    eb_free(all);
+}
+
+static const char base[] = "[suite]\nname = t\nseeds = 4, 5\narchs = mlp, cnn\n"
+                           "[method ens]\nmethod = ensemble\nsamples = 3\ncnn.epochs = 2\n"
+                           "epochs = 7\n";
+
+static void test_settings_and_keys(void **state)
+{
+    eb_suite s, s2;
+    eb_job *jobs, *jobs2;
+    int n, n2;
+    eb_error err;
+    char text[1024];
+    (void)state;
+    assert_int_equal(eb_suite_parse(base, "t.ini", &s, &err), EB_OK);
+    assert_int_equal(eb_suite_jobs(&s, 1, 1, &jobs, &n, &err), EB_OK);
+    assert_int_equal(n, 4);
+    assert_string_equal(jobs[0].name, "ens/mlp/s4");
+    assert_int_equal(eb_settings_int(&jobs[0].settings, "epochs"), 7);
+    assert_int_equal(eb_settings_int(&jobs[1].settings, "epochs"), 2); /* cnn override */
+    assert_int_equal(eb_settings_int(&jobs[1].settings, "samples"), 3);
+    /* the same text gives the same keys; a changed setting changes them */
+    assert_int_equal(eb_suite_parse(base, "t.ini", &s2, &err), EB_OK);
+    assert_int_equal(eb_suite_jobs(&s2, 1, 1, &jobs2, &n2, &err), EB_OK);
+    for (int i = 0; i < n; i++)
+        assert_string_equal(jobs[i].key, jobs2[i].key);
+    eb_free(jobs2);
+    snprintf(text, sizeof text, "%s[evaluation]\nbootstrap = 50\n", base);
+    assert_int_equal(eb_suite_parse(text, "t.ini", &s2, &err), EB_OK);
+    assert_int_equal(eb_suite_jobs(&s2, 1, 1, &jobs2, &n2, &err), EB_OK);
+    assert_string_not_equal(jobs[0].key, jobs2[0].key);
+    eb_free(jobs2);
+    eb_free(jobs);
+}
+
+static void expect_error(const char *text, const char *want)
+{
+    eb_suite s;
+    eb_error err;
+    eb_error_clear(&err);
+    assert_int_equal(eb_suite_parse(text, "bad.ini", &s, &err), EB_ERR_FORMAT);
+    if (!strstr(err.msg, want))
+        fail_msg("suite:\n%s\nmessage '%s' lacks '%s'", text, err.msg, want);
+}
+
+static void test_malformed_suites(void **state)
+{
+    (void)state;
+    expect_error("[suite]\nname = x\n[metod map]\n", "bad.ini:3: unknown section [metod map]");
+    expect_error("[suite]\nname = x\ncolour = red\n[method map]\n",
+                 "bad.ini:3: [suite]: unknown key 'colour'");
+    expect_error("[suite]\nseeds = 1, two\n[method map]\n",
+                 "bad.ini:2: [suite] seeds: 'two' is not a non-negative integer");
+    expect_error("[suite]\narchs = resnet\n[method map]\n",
+                 "bad.ini:2: [suite] archs: unknown architecture 'resnet'");
+    expect_error("[suite]\nfacets = speed\n[method map]\n",
+                 "bad.ini:2: [suite] facets: unknown facet 'speed'");
+    expect_error("[suite]\nname = a\nname = b\n[method map]\n", "bad.ini:3: [suite] name: given twice");
+    expect_error("[method sgld2]\nsamples = 3\n",
+                 "bad.ini:1: [method sgld2]: 'sgld2' is not a method");
+    expect_error("[method x]\nmethod = magic\n", "bad.ini:2: [method x] method: unknown method 'magic'");
+    expect_error("[suite]\nname = x\n\n[method ensemble]\nsamples = many\n",
+                 "bad.ini:5: [method ensemble] samples: setting 'samples': 'many'");
+    expect_error("[method map]\nlr = 0.1\ncolour = 3\n",
+                 "bad.ini:3: [method map] colour: unknown setting 'colour'");
+    expect_error("[method map]\nvgg.epochs = 3\n",
+                 "bad.ini:2: [method map] vgg.epochs: unknown architecture 'vgg'");
+    expect_error("[suite]\nname = x\n", "bad.ini: the suite has no [method <label>] section");
+    expect_error("[suite]\nthis line is not ini\n[method map]\n", "bad.ini:2: not an INI line");
+    expect_error("[adversarial]\neps = 0, 2\n[method map]\n",
+                 "bad.ini:2: [adversarial] eps: '2' is not an epsilon in [0, 1]");
+    expect_error("[adversarial]\nattacks = cw\n[method map]\n",
+                 "bad.ini:2: [adversarial] attacks: unknown attack 'cw'");
+    expect_error("[shift]\ncorruptions = fog\n[method map]\n",
+                 "bad.ini:2: [shift] corruptions: unknown corruption 'fog'");
+    expect_error("[shift]\nseverities = 0\n[method map]\n",
+                 "bad.ini:2: [shift] severities: '0' is not a severity from 1 to 5");
+    expect_error("[device]\nname = tpu\n[method map]\n", "bad.ini:2: [device] name: unknown device 'tpu'");
+    expect_error("[device]\nlatency_min_seconds = -1\n[method map]\n",
+                 "bad.ini:2: [device] latency_min_seconds: '-1' is not a duration");
+    expect_error("[data]\ntest = cifar/test\n[method map]\n",
+                 "bad.ini:2: [data] test: unknown dataset 'cifar/test'");
+    expect_error("[evaluation]\nci_level = 2\n[method map]\n",
+                 "bad.ini:2: [evaluation] ci_level: '2' is not a level");
+    expect_error("[method a b]\n", "bad.ini:1: [method a b]: a method section needs a label");
+}
+
+static void test_files(void **state)
+{
+    eb_suite s;
+    eb_error err;
+    char path[512];
+    FILE *fp;
+    (void)state;
+    assert_int_equal(eb_suite_load("/nonexistent/suite.ini", &s, &err), EB_ERR_NOTFOUND);
+    assert_non_null(strstr(err.msg, "neither a built-in suite"));
+    snprintf(path, sizeof path, "%s/suite_%d.ini", EB_TEST_BINARY_DIR, (int)getpid());
+    fp = fopen(path, "wb");
+    assert_non_null(fp);
+    fwrite("[method map]\n\0x", 1, 15, fp);
+    fclose(fp);
+    assert_int_equal(eb_suite_load(path, &s, &err), EB_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "NUL byte"));
+    fp = fopen(path, "wb");
+    fputs("[suite]\nname = filed\n[method map]\nepochs = 2\n", fp);
+    fclose(fp);
+    assert_int_equal(eb_suite_load(path, &s, &err), EB_OK);
+    assert_string_equal(s.name, "filed");
+    assert_string_equal(s.source, path);
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_builtin_suites),    cmocka_unit_test(test_shards_partition_jobs),
+        cmocka_unit_test(test_settings_and_keys), cmocka_unit_test(test_malformed_suites),
+        cmocka_unit_test(test_files),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
