@@ -6,6 +6,11 @@
 -- read only this file. The schema version is PRAGMA user_version; newer
 -- versions are reached by the migrations in results/migrate.c, applied in
 -- order inside one transaction. docs/results.md describes every column.
+--
+-- PRAGMA application_id marks the file as an edgebayes results database:
+-- user_version alone cannot tell our file from another program's SQLite
+-- file that also counts versions, and edgebayes must never write into a
+-- file that is not its own.
 
 -- Metric conventions: each stored metric names the convention it follows,
 -- so numbers computed under different conventions are never compared.
@@ -17,7 +22,7 @@ CREATE TABLE conventions (
 -- One invocation of `edgebayes run` (or `eval`), or one shard of it.
 CREATE TABLE runs (
   id          INTEGER PRIMARY KEY,
-  uuid        TEXT NOT NULL UNIQUE,      -- random 128-bit hex: shards merge without clashes
+  uuid        TEXT NOT NULL UNIQUE,      -- random version-4 UUID, 8-4-4-4-12 hex: shards merge without clashes
   label       TEXT,                      -- free text, e.g. 'nightly'
   suite       TEXT NOT NULL,             -- suite name ('quick', 'paper', a file name, 'eval')
   suite_sha256 TEXT NOT NULL,            -- digest of the suite text
@@ -147,4 +152,5 @@ CREATE TABLE predictions (
 CREATE INDEX jobs_by_key ON jobs(key);
 CREATE INDEX metrics_by_name ON metrics(facet, name, context);
 
+PRAGMA application_id = 1161974355; -- 0x45425253, 'EBRS'
 PRAGMA user_version = 1;
