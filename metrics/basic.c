@@ -1,10 +1,13 @@
-/* basic.c: accuracy, NLL, Brier, the entropy decomposition and AUROC. */
+/* basic.c: accuracy, NLL, Brier, the entropy decomposition, AUROC by
+ * ranks, and the argument checks and row-selection cores the other
+ * metric files share (metrics_internal.h). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/eb_alloc.h"
 #include "metrics/eb_metrics.h"
+#include "metrics/metrics_internal.h"
 
 void eb_metric_predictive(float *pbar, const float *probs, size_t n, size_t S, size_t C)
 {
@@ -18,7 +21,7 @@ void eb_metric_predictive(float *pbar, const float *probs, size_t n, size_t S, s
     }
 }
 
-static size_t argmax(const float *p, size_t C)
+size_t eb__argmax(const float *p, size_t C)
 {
     size_t best = 0;
     for (size_t c = 1; c < C; c++)
@@ -27,33 +30,78 @@ static size_t argmax(const float *p, size_t C)
     return best;
 }
 
-double eb_metric_accuracy(const float *pbar, const uint8_t *y, size_t n, size_t C)
+eb_status eb__check_labels(const uint8_t *y, size_t n, size_t C, const char *what, eb_error *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((size_t)y[i] >= C)
+            return eb_error_set(err, EB_ERR_ARG,
+                                "%s: label of example %zu is %u, not below the %zu classes", what,
+                                i, (unsigned)y[i], C);
+    return EB_OK;
+}
+
+eb_status eb__check_probs(const float *pbar, size_t n, size_t C, const char *what, eb_error *err)
+{
+    for (size_t i = 0; i < n; i++)
+        for (size_t c = 0; c < C; c++) {
+            float p = pbar[i * C + c];
+            /* written so that NaN fails too */
+            if (!(p >= 0.0f && p <= 1.0f))
+                return eb_error_set(err, EB_ERR_ARG,
+                                    "%s: probability of example %zu class %zu is %g, "
+                                    "outside [0, 1]",
+                                    what, i, c, (double)p);
+        }
+    return EB_OK;
+}
+
+double eb__accuracy(const float *pbar, const uint8_t *y, const size_t *idx, size_t n, size_t C)
 {
     size_t right = 0;
-    for (size_t i = 0; i < n; i++)
-        right += argmax(pbar + i * C, C) == y[i];
+    for (size_t k = 0; k < n; k++) {
+        size_t i = EB__ROW(idx, k);
+        right += eb__argmax(pbar + i * C, C) == y[i];
+    }
     return n ? (double)right / (double)n : 0.0;
 }
 
-double eb_metric_nll(const float *pbar, const uint8_t *y, size_t n, size_t C)
+double eb__nll(const float *pbar, const uint8_t *y, const size_t *idx, size_t n, size_t C)
 {
     double s = 0.0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t k = 0; k < n; k++) {
+        size_t i = EB__ROW(idx, k);
         double p = pbar[i * C + y[i]];
         s -= log(p > EB_METRIC_PROB_FLOOR ? p : EB_METRIC_PROB_FLOOR);
     }
     return n ? s / (double)n : 0.0;
 }
 
-double eb_metric_brier(const float *pbar, const uint8_t *y, size_t n, size_t C)
+double eb__brier(const float *pbar, const uint8_t *y, const size_t *idx, size_t n, size_t C)
 {
     double s = 0.0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t k = 0; k < n; k++) {
+        size_t i = EB__ROW(idx, k);
         for (size_t c = 0; c < C; c++) {
             double d = pbar[i * C + c] - (c == y[i] ? 1.0 : 0.0);
             s += d * d;
         }
+    }
     return n ? s / (double)n : 0.0;
+}
+
+double eb_metric_accuracy(const float *pbar, const uint8_t *y, size_t n, size_t C)
+{
+    return eb__accuracy(pbar, y, NULL, n, C);
+}
+
+double eb_metric_nll(const float *pbar, const uint8_t *y, size_t n, size_t C)
+{
+    return eb__nll(pbar, y, NULL, n, C);
+}
+
+double eb_metric_brier(const float *pbar, const uint8_t *y, size_t n, size_t C)
+{
+    return eb__brier(pbar, y, NULL, n, C);
 }
 
 static double entropy(const float *p, size_t C)
