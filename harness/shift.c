@@ -10,9 +10,7 @@
 #include "common/eb_alloc.h"
 #include "methods/nn/eb_rng.h"
 
-/* The stream of the per-image generators. eb_rng.h's shared enum does not
- * list it yet; 0xB000 keeps clear of the streams there. */
-#define EB_STREAM_SHIFT 0xB000
+/* The per-image generators draw from EB_STREAM_SHIFT (methods/nn/eb_rng.h). */
 
 #define BLUR_MAX_RADIUS 32
 

@@ -13,6 +13,7 @@
 #include "common/eb_alloc.h"
 #include "common/eb_hash.h"
 #include "common/eb_io.h"
+#include "harness/eb_shift.h"
 #include "harness/eb_suite.h"
 
 static const char quick_suite[] =
@@ -50,7 +51,7 @@ static const char quick_suite[] =
     "subset = 1000\n"
     "\n"
     "[shift]\n"
-    "corruptions = rotation, noise, blur, contrast, translation\n"
+    "corruptions = rotation, gaussian-noise, gaussian-blur, contrast, translation\n"
     "severities = 1, 2, 3, 4, 5\n"
     "subset = 2000\n"
     "\n"
@@ -97,7 +98,7 @@ static const char paper_suite[] =
     "subset = 2000\n"
     "\n"
     "[shift]\n"
-    "corruptions = rotation, noise, blur, contrast, translation\n"
+    "corruptions = rotation, gaussian-noise, gaussian-blur, contrast, translation\n"
     "severities = 1, 2, 3, 4, 5\n"
     "subset = 10000\n"
     "\n"
@@ -142,8 +143,6 @@ const char *eb_facet_name(unsigned bit)
     return "?";
 }
 
-static const char *const known_corruptions[] = {"rotation", "noise", "blur", "contrast",
-                                                "translation"};
 
 /* ---- parsing ---------------------------------------------------------- */
 
@@ -477,11 +476,12 @@ static int handle_shift(parse_ctx *c, const char *key, const char *v)
         for (int i = 0; i < n; i++) {
             if (key[0] == 'c') {
                 int ok = 0;
-                for (size_t k = 0; k < sizeof known_corruptions / sizeof known_corruptions[0]; k++)
-                    ok |= !strcmp(items[i], known_corruptions[k]);
+                for (size_t k = 0; k < eb_shift_count(); k++)
+                    ok |= !strcmp(items[i], eb_shift_name(k));
                 if (!ok)
                     return fail(c, "[shift] corruptions: unknown corruption '%s' (known: "
-                                   "rotation, noise, blur, contrast, translation)", items[i]);
+                                   "rotation, gaussian-noise, gaussian-blur, contrast, "
+                                   "translation)", items[i]);
                 snprintf(s->corruptions[i], sizeof s->corruptions[i], "%s", items[i]);
             } else {
                 if (parse_long(items[i], 1, 5, &x))
@@ -710,9 +710,9 @@ static void set_defaults(eb_suite *s)
     s->pgd_step = 0.25;
     s->pgd_random_start = 1;
     s->adversarial_subset = 1000;
-    s->n_corruptions = 5;
-    for (int i = 0; i < 5; i++)
-        snprintf(s->corruptions[i], sizeof s->corruptions[i], "%s", known_corruptions[i]);
+    s->n_corruptions = (int)eb_shift_count();
+    for (int i = 0; i < s->n_corruptions; i++)
+        snprintf(s->corruptions[i], sizeof s->corruptions[i], "%s", eb_shift_name((size_t)i));
     s->n_severities = 5;
     for (int i = 0; i < 5; i++)
         s->severities[i] = i + 1;

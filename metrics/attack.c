@@ -10,10 +10,8 @@
 #include "methods/nn/eb_rng.h"
 #include "metrics/eb_metrics.h"
 
-/* The stream of PGD's random start. eb_rng.h's shared enum does not list
- * it yet; 0xA000 keeps clear of the streams there (0x1000..0x6000 plus
- * member offsets). */
-#define EB_STREAM_ATTACK_START 0xA000
+/* PGD's random start draws from EB_STREAM_ATTACK (methods/nn/eb_rng.h). */
+#define EB_STREAM_ATTACK_START EB_STREAM_ATTACK
 
 static float sign_of(float g)
 {

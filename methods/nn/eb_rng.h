@@ -26,7 +26,9 @@ enum {
     EB_STREAM_DROPOUT = 0x3000,   /* dropout masks during training */
     EB_STREAM_PREDICT = 0x4000,   /* stochastic prediction passes */
     EB_STREAM_SAMPLER = 0x5000,   /* sampler noise */
-    EB_STREAM_BOOTSTRAP = 0x6000  /* bootstrap resampling */
+    EB_STREAM_BOOTSTRAP = 0x6000, /* bootstrap resampling */
+    EB_STREAM_ATTACK = 0xA000,    /* PGD random starts */
+    EB_STREAM_SHIFT = 0xB000      /* dataset-shift corruptions (noise, directions) */
 };
 
 /* Seeds r from (seed, stream); distinct pairs give unrelated sequences. */
