@@ -21,6 +21,10 @@ int eb_cmd_train(int argc, char **argv);
 int eb_cmd_inspect(int argc, char **argv);
 int eb_cmd_predict(int argc, char **argv);
 int eb_cmd_run(int argc, char **argv);
+int eb_cmd_eval(int argc, char **argv);
+int eb_cmd_merge(int argc, char **argv);
+int eb_cmd_compare(int argc, char **argv);
+int eb_cmd_report(int argc, char **argv);
 
 /* Prints "edgebayes CMD: <message>" and a hint to stderr; returns 2. */
 int eb_cli_usage_error(const char *cmd, const char *fmt, ...)

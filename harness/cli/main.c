@@ -8,7 +8,11 @@
 #include "harness/cli/cli.h"
 
 static const eb_cli_command commands[] = {
-    {"run", eb_cmd_run, "train the default models, write bundles, print their evaluation"},
+    {"run", eb_cmd_run, "run a suite (default: quick) into the results database"},
+    {"report", eb_cmd_report, "render the results database: page, tables, gnuplot plots"},
+    {"compare", eb_cmd_compare, "a candidate run against a base run; exit 1 on regression"},
+    {"merge", eb_cmd_merge, "combine shard databases"},
+    {"eval", eb_cmd_eval, "measure one bundle on a device across every facet"},
     {"train", eb_cmd_train, "train one method into a posterior bundle"},
     {"inspect", eb_cmd_inspect, "show what a bundle holds"},
     {"predict", eb_cmd_predict, "accuracy, NLL and OOD detection of a bundle"},

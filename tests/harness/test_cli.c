@@ -96,7 +96,20 @@ static void test_help_and_usage_errors(void **state)
     EXPECT("predict --split validation x.ebb", 2, err_text, "--split must be test or ood");
     EXPECT("predict", 2, err_text, "expected exactly one bundle file");
     EXPECT("inspect a.ebb b.ebb", 2, err_text, "expected exactly one bundle file");
-    EXPECT("run --arch resnet", 2, err_text, "--arch must be mlp or cnn");
+    EXPECT("run --shard 3/2", 2, err_text, "--shard '3/2' is not i/n");
+    EXPECT("run a.ini b.ini", 2, err_text, "unexpected argument 'b.ini'");
+    EXPECT("run --print-suite nosuch", 2, err_text, "not a built-in suite");
+    EXPECT("run --print-suite quick", 0, out_text, "[method ensemble]");
+    EXPECT("run /nonexistent/suite.ini --db /nonexistent/x.db", 1, err_text, "neither a built-in suite");
+    EXPECT("compare --db /nonexistent/r.db 1 2", 1, err_text, "/nonexistent/r.db");
+    EXPECT("compare 1", 2, err_text, "expected BASE_RUN and CAND_RUN");
+    EXPECT("merge out.db", 2, err_text, "expected OUT.db and at least one IN.db");
+    EXPECT("report --db /nonexistent/r.db", 1, err_text, "/nonexistent/r.db");
+    EXPECT("eval", 2, err_text, "expected exactly one bundle file");
+    EXPECT("eval --help", 0, out_text, "usage: edgebayes eval");
+    EXPECT("report --help", 0, out_text, "usage: edgebayes report");
+    EXPECT("compare --help", 0, out_text, "usage: edgebayes compare");
+    EXPECT("merge --help", 0, out_text, "usage: edgebayes merge");
 }
 
 static void test_failures_name_the_file(void **state)
