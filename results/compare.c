@@ -30,7 +30,7 @@ const char *eb_results_verdict_name(eb_results_verdict v)
 const char *eb_results_rule_name(eb_results_rule r)
 {
     static const char *const names[] = {"none", "mann-whitney", "samples", "intervals",
-                                        "threshold"};
+                                        "threshold", "single-timing"};
     if ((int)r < 0 || (size_t)r >= sizeof names / sizeof names[0])
         return "unknown";
     return names[r];
@@ -42,6 +42,7 @@ void eb_results_compare_defaults(eb_results_compare_config *cfg)
     cfg->latency_min_effect = 0.05;
     cfg->quality_min_effect = 0.01;
     cfg->threshold = 0.05;
+    cfg->noisy_threshold = 1.0;
     cfg->missing_regresses = 0;
 }
 
@@ -197,6 +198,18 @@ static int same_text(const char *a, const char *b)
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
+/* Metrics measured once, whose noise the database holds no estimate of. */
+static int single_timing(const eb_results_metric *m)
+{
+    static const char *const facets[] = {"load", "throughput", "training"};
+    for (size_t i = 0; i < sizeof facets / sizeof facets[0]; i++)
+        if (!strcmp(m->facet, facets[i]))
+            return 1;
+    if (!strcmp(m->facet, "memory"))
+        return strcmp(m->name, "model_bytes") && strcmp(m->name, "param_bytes");
+    return !strcmp(m->facet, "latency") && !strcmp(m->name, "first_prediction");
+}
+
 /* The verdict of one metric present in both jobs. */
 static void judge_metric(eb_results_compare_item *it, const eb_results_metric *b,
                          const eb_results_metric *c, const eb_results_compare_config *cfg)
@@ -226,8 +239,9 @@ static void judge_metric(eb_results_compare_item *it, const eb_results_metric *b
                       : gain > effect && better_apart ? EB_RESULTS_BETTER
                                                       : EB_RESULTS_SAME;
     } else {
-        double limit = cfg->threshold * fabs(b->value);
-        it->rule = EB_RESULTS_RULE_THRESHOLD;
+        const int noisy = single_timing(b);
+        double limit = (noisy ? cfg->noisy_threshold : cfg->threshold) * fabs(b->value);
+        it->rule = noisy ? EB_RESULTS_RULE_SINGLE_TIMING : EB_RESULTS_RULE_THRESHOLD;
         it->verdict = gain < -limit  ? EB_RESULTS_WORSE
                       : gain > limit ? EB_RESULTS_BETTER
                                      : EB_RESULTS_SAME;
@@ -535,6 +549,9 @@ static eb_status check_config(const eb_results_compare_config *cfg, eb_error *er
     if (!(cfg->threshold >= 0) || !isfinite(cfg->threshold))
         return eb_error_set(err, EB_ERR_ARG, "compare: threshold %g is not >= 0",
                             cfg->threshold);
+    if (!(cfg->noisy_threshold >= 0) || !isfinite(cfg->noisy_threshold))
+        return eb_error_set(err, EB_ERR_ARG, "compare: noisy threshold %g is not >= 0",
+                            cfg->noisy_threshold);
     return EB_OK;
 }
 

@@ -145,7 +145,8 @@ eb_status eb_results_run_resume_or_begin(eb_results *db, const eb_results_proven
 /* Sets the run's finished_at to now. */
 eb_status eb_results_run_finish(eb_results *db, int64_t run_id, eb_error *err);
 
-/* Resolves a run reference: a decimal id, or a uuid or a unique prefix of
+/* Resolves a run reference: a label (the latest run carrying it, a
+ * finished one if any), else a decimal id, or a uuid or a unique prefix of
  * one (at least 4 characters). Unknown and ambiguous references are
  * EB_ERR_NOTFOUND / EB_ERR_ARG with a message naming ref. */
 eb_status eb_results_run_lookup(eb_results *db, const char *ref, int64_t *run_id, eb_error *err);
@@ -432,10 +433,12 @@ typedef enum eb_results_rule {
     EB_RESULTS_RULE_MANN_WHITNEY, /* raw latency samples: U test + median effect */
     EB_RESULTS_RULE_SAMPLES,      /* latency metric: takes its job's "single" samples verdict */
     EB_RESULTS_RULE_INTERVALS,    /* both have intervals: effect + disjoint intervals */
-    EB_RESULTS_RULE_THRESHOLD     /* no intervals: relative threshold */
+    EB_RESULTS_RULE_THRESHOLD,    /* no intervals: relative threshold */
+    EB_RESULTS_RULE_SINGLE_TIMING /* one noisy measurement (load time, throughput, peak RSS,
+                                     training time): only a change beyond noisy_threshold */
 } eb_results_rule;
 
-/* "none", "mann-whitney", "samples", "intervals", "threshold". */
+/* "none", "mann-whitney", "samples", "intervals", "threshold", "single-timing". */
 const char *eb_results_rule_name(eb_results_rule r);
 
 typedef struct eb_results_compare_config {
@@ -444,6 +447,12 @@ typedef struct eb_results_compare_config {
     double quality_min_effect; /* with intervals: relative change beyond e * |base|; default 0.01 */
     double threshold;          /* without intervals: relative change beyond t * |base|; default 0.05 */
     int missing_regresses;     /* a base job missing from the candidate is a regression; default 0 */
+    /* Single measurements of time or resident memory without intervals
+     * (load times, throughput, first prediction, peak RSS, training time)
+     * carry machine noise of tens of percent and no noise estimate: they
+     * change the verdict only beyond this relative change; default 1.0
+     * (twice as slow or as large). */
+    double noisy_threshold;
 } eb_results_compare_config;
 
 void eb_results_compare_defaults(eb_results_compare_config *cfg);

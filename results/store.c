@@ -875,6 +875,29 @@ eb_status eb_results_run_finish(eb_results *db, int64_t run_id, eb_error *err)
     return EB_OK;
 }
 
+/* The latest run labelled `label` (a finished one if any): 1 found, 0 not,
+ * -1 on an SQL error. */
+static int run_by_label(eb_results *db, const char *label, int64_t *run_id)
+{
+    sqlite3_stmt *st = NULL;
+    int rc, found = 0;
+    rc = sqlite3_prepare_v2(db->sql,
+                            "SELECT id FROM runs WHERE label = ?1 ORDER BY finished_at IS NULL, "
+                            "started_at DESC, id DESC LIMIT 1",
+                            -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, label, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *run_id = sqlite3_column_int64(st, 0);
+            found = 1;
+            rc = SQLITE_DONE;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? found : -1;
+}
+
 eb_status eb_results_run_lookup(eb_results *db, const char *ref, int64_t *run_id, eb_error *err)
 {
     sqlite3_stmt *st = NULL;
@@ -882,14 +905,24 @@ eb_status eb_results_run_lookup(eb_results *db, const char *ref, int64_t *run_id
     int rc, matches = 0;
 
     *run_id = 0;
+    /* a label names the latest run carrying it (as in reports); ids and
+     * uuids are tried after an exact label match fails */
+    if (len > 0) {
+        int found = run_by_label(db, ref, run_id);
+        if (found < 0)
+            return eb_results__sql_error(db->sql, err, "looking up run '%s' in '%s'", ref,
+                                         db->path);
+        if (found)
+            return EB_OK;
+    }
     for (size_t i = 0; i < len; i++) {
         digits += isdigit((unsigned char)ref[i]) != 0;
         uuidish += isxdigit((unsigned char)ref[i]) || ref[i] == '-';
     }
     if (len == 0 || (digits != len && (uuidish != len || len < 4)))
         return eb_error_set(err, EB_ERR_ARG,
-                            "run reference '%s' is neither a run id nor a uuid (or a prefix of "
-                            "at least 4 characters of one)",
+                            "run reference '%s' is neither a run label, a run id nor a uuid (or "
+                            "a prefix of at least 4 characters of one)",
                             ref ? ref : "");
     /* Digits only: an id first (a uuid prefix made of digits only needs
      * to be told apart by more characters than any id has). */

@@ -22,6 +22,8 @@ static void usage(FILE *fp)
             "    the candidate's median slower by at least --min-effect;\n"
             "  metrics with bootstrap intervals: worse by more than --quality-min-effect\n"
             "    (relative) AND the intervals do not overlap;\n"
+            "  single timings without intervals (load time, throughput, first prediction,\n"
+            "    peak RSS, training time): worse by more than --noisy-threshold;\n"
             "  other metrics: worse by more than --threshold (relative).\n"
             "\n"
             "  --db FILE                 results database (default: out/results.db)\n"
@@ -29,6 +31,7 @@ static void usage(FILE *fp)
             "  --min-effect E            latency effect size (default 0.05)\n"
             "  --quality-min-effect Q    (default 0.01)\n"
             "  --threshold T             (default 0.05)\n"
+            "  --noisy-threshold T       (default 1.0: twice as slow or as large)\n"
             "  --missing-regresses       a job missing from the candidate is a regression\n"
             "  --all                     list every item, not only changes\n"
             "  --json                    machine-readable output\n"
@@ -100,6 +103,7 @@ int eb_cmd_compare(int argc, char **argv)
         {"min-effect", required_argument, NULL, 'e'},
         {"quality-min-effect", required_argument, NULL, 'Q'},
         {"threshold", required_argument, NULL, 'T'},
+        {"noisy-threshold", required_argument, NULL, 'N'},
         {"missing-regresses", no_argument, NULL, 'm'},
         {"all", no_argument, NULL, 'A'},
         {"json", no_argument, NULL, 'j'},
@@ -136,6 +140,11 @@ int eb_cmd_compare(int argc, char **argv)
             if (parse_unit_double(optarg, 0.0, 10.0, &cfg.threshold))
                 return eb_cli_usage_error("compare", "--threshold '%s' is not in [0, 10]", optarg);
             break;
+        case 'N':
+            if (parse_unit_double(optarg, 0.0, 100.0, &cfg.noisy_threshold))
+                return eb_cli_usage_error("compare", "--noisy-threshold '%s' is not in [0, 100]",
+                                          optarg);
+            break;
         case 'm': cfg.missing_regresses = 1; break;
         case 'A': all = 1; break;
         case 'j': json = 1; break;
@@ -156,10 +165,11 @@ int eb_cmd_compare(int argc, char **argv)
     if (json) {
         printf("{\"base_run\": %lld, \"candidate_run\": %lld, \"regression\": %s, \"overall\": "
                "\"%s\", \"config\": {\"alpha\": %g, \"latency_min_effect\": %g, "
-               "\"quality_min_effect\": %g, \"threshold\": %g}, \"jobs\": [",
+               "\"quality_min_effect\": %g, \"threshold\": %g, \"noisy_threshold\": %g}, "
+               "\"jobs\": [",
                (long long)base, (long long)cand, cmp->regression ? "true" : "false",
                eb_results_verdict_name(cmp->overall), cfg.alpha, cfg.latency_min_effect,
-               cfg.quality_min_effect, cfg.threshold);
+               cfg.quality_min_effect, cfg.threshold, cfg.noisy_threshold);
         for (size_t i = 0; i < cmp->n_jobs; i++) {
             const eb_results_compare_job *j = &cmp->jobs[i];
             printf("%s\n {\"name\": ", i ? "," : "");

@@ -348,32 +348,35 @@ static void test_quality_verdicts(void **state)
 
     assert_int_equal(eb_results_conventions(db, conv, 2, NULL), EB_OK);
     {
-        eb_results_metric bm[8] = {
+        eb_results_metric bm[9] = {
             metric("quality", "acc_drop", 0.90, 0.89, 0.91, 1, ""),
             metric("quality", "acc_within", 0.90, 0.89, 0.91, 1, ""),
             metric("quality", "acc_tiny", 0.900, 0.8995, 0.9005, 1, ""),
             metric("calibration", "ece", 0.02, 0.018, 0.022, 0, ""),
             metric("quality", "nll", 0.50, 0.48, 0.52, 0, ""),
-            metric("memory", "peak", 1000, NAN, NAN, 0, "bytes"),
-            metric("memory", "model", 1000, NAN, NAN, 0, "bytes"),
+            metric("memory", "model_bytes", 1000, NAN, NAN, 0, "bytes"),
+            metric("memory", "param_bytes", 1000, NAN, NAN, 0, "bytes"),
+            metric("memory", "peak_rss", 1000, NAN, NAN, 0, "bytes"),
             metric("calibration", "ece_conv", 0.02, NAN, NAN, 0, ""),
         };
-        eb_results_metric cm[8] = {
+        eb_results_metric cm[9] = {
             metric("quality", "acc_drop", 0.85, 0.84, 0.86, 1, ""),     /* beyond: worse */
             metric("quality", "acc_within", 0.895, 0.885, 0.905, 1, ""), /* overlap: same */
             metric("quality", "acc_tiny", 0.898, 0.8975, 0.8985, 1, ""),  /* apart, < 1%: same */
             metric("calibration", "ece", 0.05, 0.045, 0.055, 0, ""),      /* lower is better: worse */
             metric("quality", "nll", 0.40, 0.38, 0.42, 0, ""),            /* better */
-            metric("memory", "peak", 1100, NAN, NAN, 0, "bytes"),         /* +10% > 5%: worse */
-            metric("memory", "model", 1030, NAN, NAN, 0, "bytes"),        /* +3%: same */
+            metric("memory", "model_bytes", 1100, NAN, NAN, 0, "bytes"),  /* +10% > 5%: worse */
+            metric("memory", "param_bytes", 1030, NAN, NAN, 0, "bytes"),  /* +3%: same */
+            /* a single noisy measurement: +50% is within its noise */
+            metric("memory", "peak_rss", 1500, NAN, NAN, 0, "bytes"),
             metric("calibration", "ece_conv", 0.02, NAN, NAN, 0, ""),
         };
-        bm[7].convention = "ece-v1";
-        cm[7].convention = "ece-v2";
+        bm[8].convention = "ece-v1";
+        cm[8].convention = "ece-v2";
         b = new_run(db, "base");
         k = new_run(db, "cand");
-        add_job(db, b, "q", bm, 8, NULL, 0);
-        add_job(db, k, "q", cm, 8, NULL, 0);
+        add_job(db, b, "q", bm, 9, NULL, 0);
+        add_job(db, k, "q", cm, 9, NULL, 0);
         /* A metric only in the base, one only in the candidate. */
         add_job(db, b, "q2", bm, 1, NULL, 0);
         add_job(db, k, "q2", cm + 1, 1, NULL, 0);
@@ -406,12 +409,15 @@ static void test_quality_verdicts(void **state)
     assert_int_equal(find_item(j, "quality", "acc_tiny")->verdict, EB_RESULTS_SAME);
     assert_int_equal(find_item(j, "calibration", "ece")->verdict, EB_RESULTS_WORSE);
     assert_int_equal(find_item(j, "quality", "nll")->verdict, EB_RESULTS_BETTER);
-    it = find_item(j, "memory", "peak");
+    it = find_item(j, "memory", "peak_rss");
+    assert_int_equal(it->rule, EB_RESULTS_RULE_SINGLE_TIMING);
+    assert_int_equal(it->verdict, EB_RESULTS_SAME);
+    it = find_item(j, "memory", "model_bytes");
     assert_int_equal(it->rule, EB_RESULTS_RULE_THRESHOLD);
     assert_int_equal(it->verdict, EB_RESULTS_WORSE);
     assert_close(it->rel_delta, 0.1, 1e-12);
     assert_string_equal(it->unit, "bytes");
-    assert_int_equal(find_item(j, "memory", "model")->verdict, EB_RESULTS_SAME);
+    assert_int_equal(find_item(j, "memory", "param_bytes")->verdict, EB_RESULTS_SAME);
     assert_int_equal(find_item(j, "calibration", "ece_conv")->verdict,
                      EB_RESULTS_INCOMPARABLE);
     assert_int_equal(j->verdict, EB_RESULTS_WORSE);
@@ -430,11 +436,16 @@ static void test_quality_verdicts(void **state)
     assert_int_equal(c->regression, 1);
     eb_results_comparison_free(c);
 
-    /* The threshold is configurable: at 15% the memory change is same. */
+    /* The thresholds are configurable: at 15% the model-bytes change is
+     * same; at a 30% noisy threshold the peak RSS change is worse. */
     eb_results_compare_defaults(&cfg);
     cfg.threshold = 0.15;
+    cfg.noisy_threshold = 0.3;
     assert_int_equal(eb_results_compare(db, b, k, &cfg, &c, NULL), EB_OK);
-    assert_int_equal(find_item(find_job(c, "q"), "memory", "peak")->verdict, EB_RESULTS_SAME);
+    assert_int_equal(find_item(find_job(c, "q"), "memory", "model_bytes")->verdict,
+                     EB_RESULTS_SAME);
+    assert_int_equal(find_item(find_job(c, "q"), "memory", "peak_rss")->verdict,
+                     EB_RESULTS_WORSE);
     assert_close(c->config.threshold, 0.15, 0);
     eb_results_comparison_free(c);
     eb_results_close(db);
