@@ -596,6 +596,11 @@ static eb_status eval_adversarial(record *r, const eb_suite *s, eb_device *dev,
                 pc.steps = s->pgd_steps;
                 pc.random_start = s->pgd_random_start;
                 pc.seed = seed;
+                /* the strongest candidate per example, FGSM's point
+                 * included (docs/metrics.md) */
+                pc.keep_best = 1;
+                pc.fgsm_candidate = 1;
+                pc.n_classes = (int)C;
                 st = eb_attack_pgd(xadv, test->x, test->y, n, d, &pc, device_grad, &g, err);
             }
             if (st)

@@ -44,11 +44,13 @@ static eb_status check_attack(const char *what, float *x_adv, const float *x, co
     return EB_OK;
 }
 
-/* Calls the gradient and rejects NaN in it. */
-static eb_status gradient(const char *what, eb_grad_fn grad, void *ctx, const float *x,
-                          const uint8_t *y, size_t n, size_t d, float *dx, eb_error *err)
+/* Calls the gradient (and the predictive pbar when not NULL) and rejects
+ * NaN in it. */
+static eb_status gradient_pbar(const char *what, eb_grad_fn grad, void *ctx, const float *x,
+                               const uint8_t *y, size_t n, size_t d, float *dx, float *pbar,
+                               eb_error *err)
 {
-    eb_status st = grad(ctx, x, y, n, dx, NULL, err);
+    eb_status st = grad(ctx, x, y, n, dx, pbar, err);
     if (st)
         return eb_error_prefix(err, "%s: gradient callback: ", what);
     for (size_t i = 0; i < n * d; i++)
@@ -56,6 +58,38 @@ static eb_status gradient(const char *what, eb_grad_fn grad, void *ctx, const fl
             return eb_error_set(err, EB_ERR_NUMERIC, "%s: gradient of input %zu value %zu is NaN",
                                 what, i / d, i % d);
     return EB_OK;
+}
+
+static eb_status gradient(const char *what, eb_grad_fn grad, void *ctx, const float *x,
+                          const uint8_t *y, size_t n, size_t d, float *dx, eb_error *err)
+{
+    return gradient_pbar(what, grad, ctx, x, y, n, d, dx, NULL, err);
+}
+
+/* keep_best: a candidate's strength: +inf when misclassified (first
+ * maximum of pbar is not y), else -log pbar_y. */
+static double strength(const float *pbar, uint8_t y, int C)
+{
+    int best = 0;
+    for (int c = 1; c < C; c++)
+        if (pbar[c] > pbar[best])
+            best = c;
+    if (best != y)
+        return INFINITY;
+    return -log(pbar[y] > 1e-12f ? (double)pbar[y] : 1e-12);
+}
+
+/* Keeps rows of cand (n, d) that are stronger than the best so far. */
+static void keep_stronger(float *best, double *best_s, const float *cand, const float *pbar,
+                          const uint8_t *y, size_t n, size_t d, int C)
+{
+    for (size_t i = 0; i < n; i++) {
+        double s = strength(pbar + i * (size_t)C, y[i], C);
+        if (s > best_s[i]) { /* +inf never replaces +inf: the first misclassified stays */
+            best_s[i] = s;
+            memcpy(best + i * d, cand + i * d, d * sizeof *best);
+        }
+    }
 }
 
 eb_status eb_attack_fgsm(float *x_adv, const float *x, const uint8_t *y, size_t n, size_t d,
@@ -132,6 +166,64 @@ eb_status eb_attack_pgd(float *x_adv, const float *x, const uint8_t *y, size_t n
     if (!dx)
         return eb_error_set(err, EB_ERR_NOMEM, "PGD: out of memory for a %zu x %zu gradient", n,
                             d);
+    if (cfg->keep_best) {
+        const int C = cfg->n_classes;
+        float *best = NULL, *pbar = NULL, *fg = NULL;
+        double *best_s = NULL;
+        if (C < 2) {
+            eb_free(dx);
+            return eb_error_set(err, EB_ERR_ARG, "PGD: keep_best needs n_classes >= 2 (got %d)",
+                                C);
+        }
+        best = eb_malloc(count * sizeof *best);
+        pbar = eb_malloc(n * (size_t)C * sizeof *pbar);
+        best_s = eb_malloc(n * sizeof *best_s);
+        fg = cfg->fgsm_candidate ? eb_malloc(count * sizeof *fg) : NULL;
+        if (!best || !pbar || !best_s || (cfg->fgsm_candidate && !fg)) {
+            eb_free(best);
+            eb_free(pbar);
+            eb_free(best_s);
+            eb_free(fg);
+            eb_free(dx);
+            return eb_error_set(err, EB_ERR_NOMEM, "PGD: out of memory for the strongest "
+                                                   "candidates of %zu inputs", n);
+        }
+        for (size_t i = 0; i < n; i++)
+            best_s[i] = -INFINITY;
+        if (cfg->fgsm_candidate) {
+            /* the FGSM point, and its strength */
+            st = gradient("PGD's FGSM candidate", grad, ctx, x, y, n, d, dx, err);
+            if (!st) {
+                for (size_t k = 0; k < count; k++)
+                    fg[k] = clampf(x[k] + cfg->eps * sign_of(dx[k]), 0.0f, 1.0f);
+                st = gradient_pbar("PGD's FGSM candidate", grad, ctx, fg, y, n, d, dx, pbar, err);
+            }
+            if (!st)
+                keep_stronger(best, best_s, fg, pbar, y, n, d, C);
+        }
+        for (int t = 0; t <= cfg->steps && !st; t++) {
+            char what[48];
+            snprintf(what, sizeof what, "PGD step %d of %d", t + 1, cfg->steps);
+            st = gradient_pbar(what, grad, ctx, x_adv, y, n, d, dx, pbar, err);
+            if (st)
+                break;
+            keep_stronger(best, best_s, x_adv, pbar, y, n, d, C);
+            if (t == cfg->steps)
+                break; /* the final point is evaluated, not moved */
+            for (size_t k = 0; k < count; k++) {
+                float lo = fmaxf(x[k] - cfg->eps, 0.0f), hi = fminf(x[k] + cfg->eps, 1.0f);
+                x_adv[k] = clampf(x_adv[k] + step * sign_of(dx[k]), lo, hi);
+            }
+        }
+        if (!st)
+            memcpy(x_adv, best, count * sizeof *x_adv);
+        eb_free(best);
+        eb_free(pbar);
+        eb_free(best_s);
+        eb_free(fg);
+        eb_free(dx);
+        return st;
+    }
     for (int t = 0; t < cfg->steps && !st; t++) {
         char what[48];
         snprintf(what, sizeof what, "PGD step %d of %d", t + 1, cfg->steps);

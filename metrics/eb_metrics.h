@@ -52,7 +52,7 @@
 #define EB_CONV_REJECTION "accuracy-rejection-100-ties-expected-v1"
 #define EB_CONV_BOOTSTRAP "bootstrap-percentile-200-v1"
 #define EB_CONV_FGSM "fgsm-linf-v1"
-#define EB_CONV_PGD "pgd-linf-10-steps-random-start-v1"
+#define EB_CONV_PGD "pgd-linf-random-start-strongest-with-fgsm-v1"
 
 /* --------------------------------------------------- basic metrics -- */
 
@@ -323,12 +323,24 @@ typedef struct eb_pgd_config {
     int random_start;       /* non-zero: start at clip(x + U[-eps, eps], 0, 1) */
     uint64_t seed;          /* random start: example i's noise comes from */
     uint64_t first_example; /* (seed, first_example + i), see docs/metrics.md */
+    /* Strongest candidate instead of the last iterate: each example keeps,
+     * among the points the attack evaluates (the start, every iterate, the
+     * final point, and the FGSM point when fgsm_candidate is set), the
+     * first one its predictive misclassifies, else the one of highest
+     * -log pbar(y|x). Needs n_classes (to read the callback's pbar); costs
+     * one more gradient call (two more with fgsm_candidate). With
+     * fgsm_candidate, PGD's result is never weaker than FGSM's at the same
+     * eps, example by example. */
+    int keep_best;
+    int fgsm_candidate;
+    int n_classes;
 } eb_pgd_config;
 
 /* PGD (Madry et al. 2018), L-infinity on [0, 1]: from x (or the random
  * start), `steps` times x <- clip(proj_eps(x + step * sign(dx)), 0, 1),
  * where proj_eps clamps every coordinate to [x0 - eps, x0 + eps] around
- * the clean x0; the last iterate is returned. The random start is keyed
+ * the clean x0; the last iterate is returned (or, with keep_best, the
+ * strongest candidate per example). The random start is keyed
  * per example (so a batch split gives the same bytes). Same input checks
  * and eps = 0 shortcut as FGSM; x_adv (n, d) must not overlap x (x_adv
  * == x is EB_ERR_ARG). Allocates one (n, d) gradient buffer

@@ -179,7 +179,7 @@ static void test_pgd_against_fgsm(void **state)
     static float x[NMAX * D], fgsm[NMAX * D], adv[NMAX * D];
     uint8_t y[NMAX];
     const float eps = 0.1f;
-    eb_pgd_config cfg = {eps, 0.0f, EB_PGD_DEFAULT_STEPS, 0, 42, 0};
+    eb_pgd_config cfg = {eps, 0.0f, EB_PGD_DEFAULT_STEPS, 0, 42, 0, 0, 0, 0};
     model m3 = MODEL3, m2 = MODEL2;
     double worst = 0.0, min_gain = INFINITY;
     eb_error err;
@@ -220,7 +220,7 @@ static void test_pgd_determinism(void **state)
         split[NMAX * D];
     uint8_t y[NMAX];
     const float eps = 0.1f;
-    eb_pgd_config cfg = {eps, 0.0f, EB_PGD_DEFAULT_STEPS, 1, 42, 0};
+    eb_pgd_config cfg = {eps, 0.0f, EB_PGD_DEFAULT_STEPS, 1, 42, 0, 0, 0, 0};
     model m = MODEL3;
     eb_error err;
     (void)state;
@@ -245,22 +245,78 @@ static void test_pgd_determinism(void **state)
     assert_memory_equal(adv, split, sizeof adv);
     /* one step of size eps from x is FGSM */
     assert_int_equal(eb_attack_fgsm(fgsm, x, y, NMAX, D, eps, grad_fn, &m, &err), EB_OK);
-    cfg = (eb_pgd_config){eps, eps, 1, 0, 0, 0};
+    cfg = (eb_pgd_config){eps, eps, 1, 0, 0, 0, 0, 0, 0};
     assert_int_equal(eb_attack_pgd(adv, x, y, NMAX, D, &cfg, grad_fn, &m, &err), EB_OK);
     assert_memory_equal(adv, fgsm, sizeof adv);
     /* eps = 0: x, no gradient */
-    cfg = (eb_pgd_config){0.0f, 0.0f, 5, 1, 7, 0};
+    cfg = (eb_pgd_config){0.0f, 0.0f, 5, 1, 7, 0, 0, 0, 0};
     m.calls = 0;
     assert_int_equal(eb_attack_pgd(adv, x, y, NMAX, D, &cfg, grad_fn, &m, &err), EB_OK);
     assert_memory_equal(adv, x, sizeof x);
     assert_int_equal(m.calls, 0);
 }
 
+/* The predicted class of a 3-class model at x: first maximum. */
+static int predicted(const model *m, const float *x)
+{
+    double p[KMAX];
+    int best = 0;
+    probs_of(m, x, p);
+    for (int c = 1; c < m->k; c++)
+        if (p[c] > p[best])
+            best = c;
+    return best;
+}
+
+/* keep_best with the FGSM candidate: with a random start (where the last
+ * iterate can end weaker than FGSM, see above), the result is, example by
+ * example, misclassified whenever FGSM's is, and otherwise at least as
+ * high in loss; it stays in the ball; it costs steps + 3 gradient calls. */
+static void test_pgd_keep_best(void **state)
+{
+    static float x[NMAX * D], fgsm[NMAX * D], adv[NMAX * D], last[NMAX * D];
+    uint8_t y[NMAX];
+    const float eps = 0.1f;
+    eb_pgd_config cfg = {eps, 0.0f, EB_PGD_DEFAULT_STEPS, 1, 42, 0, 1, 1, 3};
+    eb_pgd_config plain = {eps, 0.0f, EB_PGD_DEFAULT_STEPS, 1, 42, 0, 0, 0, 0};
+    model m3 = MODEL3;
+    eb_error err;
+    size_t fgsm_wrong = 0, pgd_wrong = 0, last_weaker = 0;
+    (void)state;
+    inputs(x, y, NMAX, 3, 2);
+    assert_int_equal(eb_attack_fgsm(fgsm, x, y, NMAX, D, eps, grad_fn, &m3, &err), EB_OK);
+    assert_int_equal(eb_attack_pgd(last, x, y, NMAX, D, &plain, grad_fn, &m3, &err), EB_OK);
+    m3.calls = 0;
+    assert_int_equal(eb_attack_pgd(adv, x, y, NMAX, D, &cfg, grad_fn, &m3, &err), EB_OK);
+    assert_int_equal(m3.calls, EB_PGD_DEFAULT_STEPS + 3);
+    assert_true(ball_radius(adv, x, NMAX * D) <= eps + 1e-6);
+    for (size_t i = 0; i < NMAX; i++) {
+        int f_wrong = predicted(&m3, fgsm + i * D) != y[i];
+        int p_wrong = predicted(&m3, adv + i * D) != y[i];
+        fgsm_wrong += (size_t)f_wrong;
+        pgd_wrong += (size_t)p_wrong;
+        last_weaker += loss_of(&m3, last + i * D, y[i]) < loss_of(&m3, fgsm + i * D, y[i]);
+        if (f_wrong)
+            assert_true(p_wrong);
+        else if (!p_wrong)
+            assert_true(loss_of(&m3, adv + i * D, y[i]) >=
+                        loss_of(&m3, fgsm + i * D, y[i]) - 1e-9);
+    }
+    printf("keep_best: %zu of %d misclassified (FGSM %zu); the plain last iterate was weaker "
+           "than FGSM on %zu\n",
+           pgd_wrong, NMAX, fgsm_wrong, last_weaker);
+    assert_true(pgd_wrong >= fgsm_wrong);
+    /* keep_best needs the class count */
+    cfg.n_classes = 0;
+    assert_int_equal(eb_attack_pgd(adv, x, y, NMAX, D, &cfg, grad_fn, &m3, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "n_classes"));
+}
+
 static void test_errors(void **state)
 {
     float x[4 * D], adv[4 * D];
     uint8_t y[4];
-    eb_pgd_config cfg = {0.1f, 0.0f, 3, 1, 1, 0};
+    eb_pgd_config cfg = {0.1f, 0.0f, 3, 1, 1, 0, 0, 0, 0};
     model m = MODEL3;
     eb_error err;
     (void)state;
@@ -337,7 +393,7 @@ static void test_through_predictor(void **state)
     eb_posterior p;
     eb_predictor *pr;
     predictor_grad g;
-    eb_pgd_config cfg = {0.05f, 0.0f, 5, 1, 3, 0};
+    eb_pgd_config cfg = {0.05f, 0.0f, 5, 1, 3, 0, 0, 0, 0};
     float *params;
     double clean, fgsm, pgd;
     eb_error err;
@@ -382,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_fgsm_exact),
         cmocka_unit_test(test_pgd_against_fgsm),
         cmocka_unit_test(test_pgd_determinism),
+        cmocka_unit_test(test_pgd_keep_best),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_through_predictor),
     };
