@@ -12,7 +12,9 @@
 #
 #   bench/train.sh [BUILD_DIR]      (default build/release)
 # Results: a table on stdout; every measurement as JSON lines in
-# $EB_BENCH_OUT (default out/bench/train.jsonl).
+# $EB_BENCH_OUT (default out/bench/train.jsonl), and the fastest per side
+# stored as a run of suite 'bench-train' in $EB_BENCH_DB (default
+# out/results.db).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
@@ -78,3 +80,7 @@ awk '
     }
   }' "$out"
 echo "measurements: $out" >&2
+# ... and into the results database, beside the other facets
+db=${EB_BENCH_DB:-out/results.db}
+mkdir -p "$(dirname "$db")"
+"$build/bench/bench_train" --ingest "$out" --db "$db" --label bench-train >&2
