@@ -255,7 +255,8 @@ struct eb_bundle {
     uint32_t members;
     uint64_t nparams;
     uint32_t rows;
-    const float *params;       /* (rows, nparams), into data */
+    const float *params;       /* (rows, nparams), into data; gaussian: MU */
+    const float *sigma;        /* gaussian: SIGMA (nparams), into data; else NULL */
 };
 
 static eb_status bfail(const eb_bundle *b, eb_error *err, eb_status code, const char *fmt, ...)
@@ -623,7 +624,7 @@ static eb_status parse_posterior(eb_bundle *b, const bsec *s, int strict, eb_err
     storage = rd32(p + EB_BP_STORAGE);
     if (kind == 0)
         return bfail(b, err, EB_ERR_FORMAT, "section POSTERIOR: field 'kind' is 0");
-    if (kind != EB_REPR_SAMPLES && kind != EB_REPR_DROPOUT)
+    if (kind != EB_REPR_SAMPLES && kind != EB_REPR_DROPOUT && kind != EB_REPR_GAUSSIAN)
         return bfail(b, err, EB_ERR_UNSUPPORTED,
                      "section POSTERIOR: field 'kind' is %" PRIu32 " (%s), a representation "
                      "this reader does not implement", kind, eb_repr_name((eb_repr_kind)kind));
@@ -653,45 +654,80 @@ static eb_status parse_posterior(eb_bundle *b, const bsec *s, int strict, eb_err
     return EB_OK;
 }
 
-/* The tensor the posterior header implies: PARAMS, f32, exactly rows x K x 4
- * bytes (parse_posterior proved the product fits), all finite. */
-static eb_status bind_params(eb_bundle *b, const bsec *params, unsigned flags, eb_error *err)
+/* One tensor the posterior header implies (PARAMS, MU or SIGMA): f32,
+ * exactly rows x K x 4 bytes (parse_posterior proved the product fits),
+ * all finite; SIGMA also non-negative. */
+static eb_status bind_tensor(eb_bundle *b, const bsec *sec, const char *name, uint32_t rows,
+                             unsigned flags, const float **out, eb_error *err)
 {
-    uint64_t need = (uint64_t)b->rows * b->nparams * sizeof(float);
-    if (!params)
+    uint64_t need = (uint64_t)rows * b->nparams * sizeof(float);
+    const float *v;
+    if (!sec)
         return bfail(b, err, EB_ERR_FORMAT,
-                     "representation '%s' needs a PARAMS section and the file has none",
-                     eb_repr_name(b->repr));
-    if (params->dtype != EB_DTYPE_F32)
+                     "representation '%s' needs a %s section and the file has none",
+                     eb_repr_name(b->repr), name);
+    if (sec->dtype != EB_DTYPE_F32)
         return bfail(b, err, EB_ERR_FORMAT,
-                     "section PARAMS: field 'dtype' is %" PRIu32 " (%s); storage f32 needs 1 (f32)",
-                     params->dtype, dtype_name(params->dtype));
-    if (params->size != need)
+                     "section %s: field 'dtype' is %" PRIu32 " (%s); storage f32 needs 1 (f32)",
+                     name, sec->dtype, dtype_name(sec->dtype));
+    if (sec->size != need)
         return bfail(b, err, EB_ERR_FORMAT,
-                     "section PARAMS is %" PRIu64 " bytes but %s needs %" PRIu32 " x %" PRIu64
-                     " x 4 = %" PRIu64, params->size, eb_repr_name(b->repr), b->rows, b->nparams,
+                     "section %s is %" PRIu64 " bytes but %s needs %" PRIu32 " x %" PRIu64
+                     " x 4 = %" PRIu64, name, sec->size, eb_repr_name(b->repr), rows, b->nparams,
                      need);
     /* data is 64-aligned (mmap, or checked by open_memory) and the offset is
      * a multiple of 64, so this is an aligned float array. */
-    b->params = (const float *)(const void *)(b->data + params->offset);
+    v = (const float *)(const void *)(b->data + sec->offset);
     if (!(flags & EB_BUNDLE_SKIP_TENSOR_CHECK)) {
         size_t total = (size_t)(need / sizeof(float));
-        for (size_t i = 0; i < total; i++)
-            if (!isfinite(b->params[i]))
+        const int nonneg = sec->type == EB_SEC_SIGMA;
+        for (size_t i = 0; i < total; i++) {
+            if (!isfinite(v[i]))
                 return bfail(b, err, EB_ERR_NUMERIC,
-                             "section PARAMS: value [%zu][%zu] is %s; parameters must be finite",
-                             i / (size_t)b->nparams, i % (size_t)b->nparams,
-                             isnan(b->params[i]) ? "NaN" : "infinite");
+                             "section %s: value [%zu][%zu] is %s; parameters must be finite",
+                             name, i / (size_t)b->nparams, i % (size_t)b->nparams,
+                             isnan(v[i]) ? "NaN" : "infinite");
+            if (nonneg && v[i] < 0.0f)
+                return bfail(b, err, EB_ERR_NUMERIC,
+                             "section %s: value [%zu] is %g; standard deviations must not be "
+                             "negative", name, i, (double)v[i]);
+        }
     }
+    *out = v;
     return EB_OK;
+}
+
+/* The representation's tensors: PARAMS for samples and dropout, MU and
+ * SIGMA for gaussian; a tensor of another representation is refused rather
+ * than ignored, so a file is never read as something it is not. */
+static eb_status bind_params(eb_bundle *b, const bsec *params, const bsec *mu, const bsec *sigma,
+                             unsigned flags, eb_error *err)
+{
+    eb_status st;
+    if (b->repr != EB_REPR_GAUSSIAN) {
+        if (mu || sigma)
+            return bfail(b, err, EB_ERR_FORMAT,
+                         "section %s belongs to representation 'gaussian', not '%s'",
+                         mu ? "MU" : "SIGMA", eb_repr_name(b->repr));
+        return bind_tensor(b, params, "PARAMS", b->rows, flags, &b->params, err);
+    }
+    if (params)
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section PARAMS does not belong to representation 'gaussian' (it has MU "
+                     "and SIGMA)");
+    st = bind_tensor(b, mu, "MU", 1, flags, &b->params, err);
+    if (!st)
+        st = bind_tensor(b, sigma, "SIGMA", 1, flags, &b->sigma, err);
+    return st;
 }
 
 /* Known sections: at most one each, right dtype; unknown ones: refused if
  * required, skipped otherwise. Then the typed contents. */
 static eb_status check_sections(eb_bundle *b, int strict, unsigned flags, eb_error *err)
 {
-    const bsec *meta = NULL, *arch = NULL, *post = NULL, *params = NULL;
-    size_t first[4] = {0, 0, 0, 0};
+    const bsec *meta = NULL, *arch = NULL, *post = NULL, *params = NULL, *mu = NULL,
+               *sigma = NULL;
+    size_t first[6] = {0, 0, 0, 0, 0, 0};
     long unknown_required = -1;
     char lab[64];
     eb_status st;
@@ -705,6 +741,8 @@ static eb_status check_sections(eb_bundle *b, int strict, unsigned flags, eb_err
         case EB_SEC_ARCH: slot = &arch; idx = 1; break;
         case EB_SEC_POSTERIOR: slot = &post; idx = 2; break;
         case EB_SEC_PARAMS: slot = &params; idx = 3; break;
+        case EB_SEC_MU: slot = &mu; idx = 4; break;
+        case EB_SEC_SIGMA: slot = &sigma; idx = 5; break;
         default:
             /* Optional and unknown: skipped (it was bounds- and CRC-checked). */
             if ((s->flags & EB_BUNDLE_FLAG_REQUIRED) && unknown_required < 0)
@@ -716,7 +754,7 @@ static eb_status check_sections(eb_bundle *b, int strict, unsigned flags, eb_err
                          slabel(lab, s, i), first[idx], section_type_name(s->type));
         *slot = s;
         first[idx] = i;
-        if (s->type != EB_SEC_PARAMS && s->dtype != EB_DTYPE_BYTES)
+        if (!is_tensor_type(s->type) && s->dtype != EB_DTYPE_BYTES)
             return bfail(b, err, EB_ERR_FORMAT, "%s: field 'dtype' is %" PRIu32
                          "; it must be 0 (bytes)", slabel(lab, s, i), s->dtype);
     }
@@ -734,7 +772,7 @@ static eb_status check_sections(eb_bundle *b, int strict, unsigned flags, eb_err
         return bfail(b, err, EB_ERR_FORMAT, "the required ARCH section is missing");
     if (!meta)
         return bfail(b, err, EB_ERR_FORMAT, "the required META section is missing");
-    st = bind_params(b, params, flags, err);
+    st = bind_params(b, params, mu, sigma, flags, err);
     if (!st)
         st = parse_arch(b, arch, err);
     if (!st)
@@ -894,6 +932,7 @@ uint32_t eb_bundle_members(const eb_bundle *b) { return b->members; }
 uint64_t eb_bundle_nparams(const eb_bundle *b) { return b->nparams; }
 uint32_t eb_bundle_param_rows(const eb_bundle *b) { return b->rows; }
 const float *eb_bundle_params(const eb_bundle *b) { return b->params; }
+const float *eb_bundle_sigma(const eb_bundle *b) { return b->sigma; }
 size_t eb_bundle_meta_count(const eb_bundle *b) { return b->nmeta; }
 size_t eb_bundle_section_count(const eb_bundle *b) { return b->nsections; }
 
@@ -958,7 +997,8 @@ struct eb_bundle_writer {
     uint32_t members;
     uint32_t rows;
     uint64_t nparams;
-    const float *theta; /* (rows, nparams), borrowed */
+    const float *theta; /* (rows, nparams), borrowed; gaussian: mu */
+    const float *sigma; /* gaussian: (nparams), borrowed; else NULL */
 };
 
 eb_status eb_bundle_writer_new(eb_bundle_writer **out, eb_error *err)
@@ -1115,6 +1155,27 @@ eb_status eb_bundle_writer_dropout(eb_bundle_writer *w, uint32_t default_draws, 
                             theta, err);
 }
 
+eb_status eb_bundle_writer_gaussian(eb_bundle_writer *w, uint32_t default_draws, uint64_t K,
+                                    const float *mu, const float *sigma, eb_error *err)
+{
+    static const char fn[] = "eb_bundle_writer_gaussian";
+    eb_status st;
+    if (w->has_posterior)
+        return eb_error_set(err, EB_ERR_ARG, "%s: the writer already holds a posterior", fn);
+    if (!sigma)
+        return eb_error_set(err, EB_ERR_ARG, "%s: sigma is NULL", fn);
+    /* sigma first, so a valid mu does not leave a half-set posterior */
+    for (uint64_t i = 0; i < K; i++)
+        if (!isfinite(sigma[i]) || sigma[i] < 0.0f)
+            return eb_error_set(err, isfinite(sigma[i]) ? EB_ERR_ARG : EB_ERR_NUMERIC,
+                                "%s: sigma[%" PRIu64 "] is %g; standard deviations must be "
+                                "finite and not negative", fn, i, (double)sigma[i]);
+    st = writer_posterior(w, fn, EB_REPR_GAUSSIAN, default_draws, K, mu, err);
+    if (!st)
+        w->sigma = sigma;
+    return st;
+}
+
 static uint64_t align_up(uint64_t x)
 {
     return (x + EB_BUNDLE_ALIGN - 1) / EB_BUNDLE_ALIGN * EB_BUNDLE_ALIGN;
@@ -1133,18 +1194,22 @@ static int write_zeros(FILE *fp, uint64_t n)
     return 0;
 }
 
-enum { W_META, W_ARCH, W_POSTERIOR, W_PARAMS, W_COUNT };
+/* Sections in the order written: the samples and dropout representations
+ * have PARAMS as their fourth, gaussian has MU and SIGMA. */
+enum { W_META, W_ARCH, W_POSTERIOR, W_PARAMS, W_SIGMA, W_MAX };
 
 eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err)
 {
-    unsigned char head[EB_BUNDLE_HEADER_SIZE + W_COUNT * EB_BUNDLE_ENTRY_SIZE];
+    unsigned char head[EB_BUNDLE_HEADER_SIZE + W_MAX * EB_BUNDLE_ENTRY_SIZE];
     unsigned char post[EB_BUNDLE_POSTERIOR_SIZE];
-    const void *payload[W_COUNT];
-    uint64_t size[W_COUNT], offset[W_COUNT], pos;
-    static const uint32_t types[W_COUNT] = {EB_SEC_META, EB_SEC_ARCH, EB_SEC_POSTERIOR,
-                                            EB_SEC_PARAMS};
-    static const uint32_t dtypes[W_COUNT] = {EB_DTYPE_BYTES, EB_DTYPE_BYTES, EB_DTYPE_BYTES,
-                                             EB_DTYPE_F32};
+    const void *payload[W_MAX];
+    uint64_t size[W_MAX], offset[W_MAX], pos;
+    uint32_t types[W_MAX] = {EB_SEC_META, EB_SEC_ARCH, EB_SEC_POSTERIOR, EB_SEC_PARAMS,
+                             EB_SEC_SIGMA};
+    static const uint32_t dtypes[W_MAX] = {EB_DTYPE_BYTES, EB_DTYPE_BYTES, EB_DTYPE_BYTES,
+                                           EB_DTYPE_F32, EB_DTYPE_F32};
+    const int nsec = w->repr == EB_REPR_GAUSSIAN ? W_MAX : W_SIGMA;
+    const size_t head_len = EB_BUNDLE_HEADER_SIZE + (size_t)nsec * EB_BUNDLE_ENTRY_SIZE;
     char *meta_text;
     size_t m = 0;
     eb_tmpfile t;
@@ -1155,7 +1220,7 @@ eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err)
                             "(eb_bundle_writer_arch)", path);
     if (!w->has_posterior)
         return eb_error_set(err, EB_ERR_ARG, "cannot write bundle '%s': no posterior was set "
-                            "(eb_bundle_writer_samples or _dropout)", path);
+                            "(eb_bundle_writer_samples, _dropout or _gaussian)", path);
     if (!host_is_little_endian())
         return eb_error_set(err, EB_ERR_UNSUPPORTED,
                             "cannot write bundle '%s': this host is big-endian", path);
@@ -1186,13 +1251,18 @@ eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err)
     size[W_POSTERIOR] = sizeof post;
     payload[W_PARAMS] = w->theta;
     size[W_PARAMS] = (uint64_t)w->rows * w->nparams * sizeof(float);
+    if (w->repr == EB_REPR_GAUSSIAN) {
+        types[W_PARAMS] = EB_SEC_MU;
+        payload[W_SIGMA] = w->sigma;
+        size[W_SIGMA] = w->nparams * sizeof(float);
+    }
 
     /* Layout: header, table right after it, then the sections in table
      * order, each at the next multiple of 64; the file ends where the last
      * (the big tensor) ends. Every unused byte is zero. */
     memset(head, 0, sizeof head);
-    pos = EB_BUNDLE_HEADER_SIZE + W_COUNT * EB_BUNDLE_ENTRY_SIZE;
-    for (int i = 0; i < W_COUNT; i++) {
+    pos = EB_BUNDLE_HEADER_SIZE + nsec * EB_BUNDLE_ENTRY_SIZE;
+    for (int i = 0; i < nsec; i++) {
         unsigned char *e = head + EB_BUNDLE_HEADER_SIZE + i * EB_BUNDLE_ENTRY_SIZE;
         offset[i] = align_up(pos);
         pos = offset[i] + size[i];
@@ -1206,11 +1276,11 @@ eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err)
     memcpy(head, EB_BUNDLE_MAGIC, EB_BUNDLE_MAGIC_LEN);
     wr16(head + EB_BH_MAJOR, EB_BUNDLE_FORMAT_MAJOR);
     wr16(head + EB_BH_MINOR, EB_BUNDLE_FORMAT_MINOR);
-    wr32(head + EB_BH_SECTION_COUNT, W_COUNT);
+    wr32(head + EB_BH_SECTION_COUNT, (uint32_t)nsec);
     wr64(head + EB_BH_FILE_SIZE, pos);
     wr64(head + EB_BH_TABLE_OFFSET, EB_BUNDLE_HEADER_SIZE);
     wr32(head + EB_BH_TABLE_CRC, eb_bundle__crc32(0, head + EB_BUNDLE_HEADER_SIZE,
-                                                  W_COUNT * EB_BUNDLE_ENTRY_SIZE));
+                                                  nsec * EB_BUNDLE_ENTRY_SIZE));
     wr32(head + EB_BH_HEADER_CRC, eb_bundle__crc32(0, head, EB_BUNDLE_HEADER_SIZE));
 
     st = eb_tmpfile_open(&t, path, err);
@@ -1218,10 +1288,10 @@ eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err)
         eb_free(meta_text);
         return eb_error_prefix(err, "cannot write bundle: ");
     }
-    pos = sizeof head;
-    if (fwrite(head, 1, sizeof head, t.fp) != sizeof head)
+    pos = head_len;
+    if (fwrite(head, 1, head_len, t.fp) != head_len)
         st = EB_ERR_IO;
-    for (int i = 0; i < W_COUNT && !st; i++) {
+    for (int i = 0; i < nsec && !st; i++) {
         if (write_zeros(t.fp, offset[i] - pos) != 0 ||
             (size[i] > 0 && fwrite(payload[i], 1, (size_t)size[i], t.fp) != size[i]))
             st = EB_ERR_IO;

@@ -30,12 +30,12 @@
 #define EB_BUNDLE_FORMAT_MAJOR 1
 #define EB_BUNDLE_FORMAT_MINOR 0
 
-/* Posterior representations (the POSTERIOR section's `kind`). Only SAMPLES
- * and DROPOUT are implemented; a file holding another one is refused with
- * EB_ERR_UNSUPPORTED. */
+/* Posterior representations (the POSTERIOR section's `kind`). SAMPLES,
+ * GAUSSIAN and DROPOUT are implemented; a file holding another one is
+ * refused with EB_ERR_UNSUPPORTED. */
 typedef enum eb_repr_kind {
     EB_REPR_SAMPLES = 1,   /* S members, S x K values (ensembles, MCMC, snapshots) */
-    EB_REPR_GAUSSIAN = 2,  /* mean-field: mu[K], sigma[K]; reserved */
+    EB_REPR_GAUSSIAN = 2,  /* mean-field: mu[K], sigma[K] (VI), sampled at prediction */
     EB_REPR_DROPOUT = 3,   /* theta[K]; rates live in the architecture spec */
     EB_REPR_DISTILLED = 4  /* one student network with its head; reserved */
 } eb_repr_kind;
@@ -104,15 +104,20 @@ const char *eb_bundle_arch(const eb_bundle *b);
 eb_repr_kind eb_bundle_repr(const eb_bundle *b);
 eb_storage_kind eb_bundle_storage(const eb_bundle *b);
 /* S: the number of members (samples) or the default number of stochastic
- * draws (dropout). Always >= 1. */
+ * draws (dropout, gaussian). Always >= 1. */
 uint32_t eb_bundle_members(const eb_bundle *b);
 /* K: parameters per member. Always >= 1. */
 uint64_t eb_bundle_nparams(const eb_bundle *b);
-/* Rows of eb_bundle_params: S for samples, 1 for dropout. */
+/* Rows of eb_bundle_params: S for samples, 1 for dropout and gaussian. */
 uint32_t eb_bundle_param_rows(const eb_bundle *b);
-/* The values, row-major (rows, K): (S, K) for samples, (1, K) for dropout.
- * Points into the map (no copy), aligned to 64 bytes, valid until close. */
+/* The values, row-major (rows, K): (S, K) for samples, (1, K) for dropout,
+ * the means mu (1, K) for gaussian. Points into the map (no copy), aligned
+ * to 64 bytes, valid until close. */
 const float *eb_bundle_params(const eb_bundle *b);
+/* gaussian: the standard deviations sigma (K), each >= 0 (unless opened
+ * with EB_BUNDLE_SKIP_TENSOR_CHECK), into the map like params; NULL for
+ * other representations. */
+const float *eb_bundle_sigma(const eb_bundle *b);
 
 /* Metadata, sorted by key (bytewise), keys unique. meta_get returns the
  * value or NULL if absent. Strings are owned by the handle. */
@@ -170,6 +175,13 @@ eb_status eb_bundle_writer_samples(eb_bundle_writer *w, uint32_t S, uint64_t K,
 eb_status eb_bundle_writer_dropout(eb_bundle_writer *w, uint32_t default_draws, uint64_t K,
                                    const float *theta /* (K) */, eb_error *err);
 
+/* Mean-field gaussian: mu (K) and sigma (K), both borrowed like theta,
+ * every value finite and every sigma >= 0 (EB_ERR_NUMERIC / EB_ERR_ARG
+ * name the first offender), plus the default number of draws. */
+eb_status eb_bundle_writer_gaussian(eb_bundle_writer *w, uint32_t default_draws, uint64_t K,
+                                    const float *mu /* (K) */, const float *sigma /* (K) */,
+                                    eb_error *err);
+
 /* Writes the bundle to `path` through a temporary file in the same
  * directory, fsynced, then renamed over `path`: on any failure no partial
  * file is left and an existing file at `path` is untouched. Requires an
@@ -177,7 +189,8 @@ eb_status eb_bundle_writer_dropout(eb_bundle_writer *w, uint32_t default_draws, 
  * written again (same bytes) and must still be freed. */
 eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err);
 
-/* Frees the writer and its copies (not the borrowed theta); NULL is a no-op. */
+/* Frees the writer and its copies (not the borrowed theta, mu or sigma);
+ * NULL is a no-op. */
 void eb_bundle_writer_free(eb_bundle_writer *w);
 
 #endif /* EB_BUNDLE_H */

@@ -83,15 +83,23 @@ typedef struct eb_train_request {
 typedef struct eb_trained {
     eb_arch arch;      /* may differ from the request's (dropout layers) */
     eb_repr_kind repr;
-    uint32_t members;  /* S rows for samples; default draws for dropout */
+    uint32_t members;  /* S rows for samples; default draws for dropout, gaussian */
     uint32_t rows;     /* rows of params */
-    float *params;     /* (rows, K) */
+    float *params;     /* (rows, K); gaussian: row 0 mu, row 1 sigma */
+    /* Metadata the method adds (training traces, diagnostics): lines
+     * "key=value\n", owned (eb_trained_meta appends, eb_trained_free
+     * frees). Added after eb_trained_alloc, which zeroes the struct. */
+    char *meta;
+    size_t meta_len, meta_cap;
 } eb_trained;
 
 /* Allocates params for rows x arch->n_params (overflow-checked). */
 eb_status eb_trained_alloc(eb_trained *t, const eb_arch *arch, eb_repr_kind repr,
                            uint32_t members, uint32_t rows, eb_error *err);
 void eb_trained_free(eb_trained *t);
+/* Appends one metadata entry (key and value copied; the bundle writer
+ * checks their syntax when the bundle is written). */
+eb_status eb_trained_meta(eb_trained *t, const char *key, const char *value, eb_error *err);
 
 typedef struct eb_method {
     const char *name;
@@ -158,7 +166,8 @@ typedef struct eb_posterior {
     eb_repr_kind repr;
     uint32_t members;       /* S rows for samples; default draws otherwise */
     size_t k;               /* K */
-    const float *params;    /* (members, K) for samples; (K) for dropout */
+    const float *params;    /* (members, K) for samples; (K) for dropout; mu (K) for gaussian */
+    const float *sigma;     /* gaussian: the standard deviations (K); NULL otherwise */
 } eb_posterior;
 
 /* Checks that the architecture parses and its K matches the bundle's. */
@@ -173,7 +182,10 @@ uint32_t eb_posterior_default_draws(const eb_posterior *p);
  * is member s (samples) or a dropout pass whose masks come from the
  * stream (seed, s, example index); example indices start at
  * first_example, so a batch split into calls draws the same masks as one
- * call. The posterior must outlive the predictor. */
+ * call. For a gaussian posterior, draw s uses theta = mu + sigma * eps with
+ * eps from the stream (mix64(seed ^ EB_STREAM_PREDICT), s), sampled into a
+ * scratch buffer of the predictor (the same weights for every input of
+ * the draw). The posterior must outlive the predictor. */
 typedef struct eb_predictor eb_predictor;
 
 /* Batches of up to max_batch inputs, up to max_draws draws (0: the

@@ -1,9 +1,12 @@
 /* posterior.c: a validated view of a bundle's posterior and prediction of
- * member probabilities p[n][s][c] from it. */
+ * member probabilities p[n][s][c] from it: samples (member s), dropout
+ * (pass s with keyed masks) and gaussian (weights mu + sigma * eps drawn
+ * per draw from a keyed stream). */
 #include <string.h>
 
 #include "common/eb_alloc.h"
 #include "methods/eb_methods.h"
+#include "methods/eb_samplers.h"
 
 eb_status eb_posterior_from_bundle(const eb_bundle *b, eb_posterior *p, eb_error *err)
 {
@@ -16,17 +19,21 @@ eb_status eb_posterior_from_bundle(const eb_bundle *b, eb_posterior *p, eb_error
     p->members = eb_bundle_members(b);
     p->k = (size_t)eb_bundle_nparams(b);
     p->params = eb_bundle_params(b);
+    p->sigma = eb_bundle_sigma(b);
     if (p->k != p->arch.n_params)
         return eb_error_set(err, EB_ERR_FORMAT,
                             "%s: the posterior holds %zu parameters per member but its "
                             "architecture needs %zu", eb_bundle_path(b), p->k, p->arch.n_params);
-    if (p->repr != EB_REPR_SAMPLES && p->repr != EB_REPR_DROPOUT)
+    if (p->repr != EB_REPR_SAMPLES && p->repr != EB_REPR_DROPOUT && p->repr != EB_REPR_GAUSSIAN)
         return eb_error_set(err, EB_ERR_UNSUPPORTED,
                             "%s: representation '%s' cannot be predicted by this version",
                             eb_bundle_path(b), eb_repr_name(p->repr));
     if (p->repr == EB_REPR_DROPOUT && !eb_arch_has_dropout(&p->arch))
         return eb_error_set(err, EB_ERR_FORMAT,
                             "%s: a dropout posterior whose architecture has no dropout layer",
+                            eb_bundle_path(b));
+    if (p->repr == EB_REPR_GAUSSIAN && !p->sigma)
+        return eb_error_set(err, EB_ERR_FORMAT, "%s: a gaussian posterior without sigma",
                             eb_bundle_path(b));
     if (!p->params || p->members < 1)
         return eb_error_set(err, EB_ERR_FORMAT, "%s: the posterior has no parameters",
@@ -47,6 +54,7 @@ struct eb_predictor {
     float *probs;   /* (max_batch, max_draws, C): a batch's member probabilities */
     float *dlogits; /* (max_batch, C) */
     float *dx;      /* (max_batch, in): one draw's input gradient */
+    float *theta;   /* (K) gaussian: the current draw's weights; else NULL */
     size_t bytes;
 };
 
@@ -83,12 +91,15 @@ eb_status eb_predictor_new(const eb_posterior *p, int max_batch, uint32_t max_dr
     pr->probs = eb_malloc(probs_len * sizeof *pr->probs);
     pr->dlogits = eb_malloc((size_t)max_batch * C * sizeof *pr->dlogits);
     pr->dx = eb_malloc((size_t)max_batch * in * sizeof *pr->dx);
-    if (!pr->probs || !pr->dlogits || !pr->dx) {
+    if (p->repr == EB_REPR_GAUSSIAN)
+        pr->theta = eb_malloc_aligned(64, p->k * sizeof *pr->theta);
+    if (!pr->probs || !pr->dlogits || !pr->dx || (p->repr == EB_REPR_GAUSSIAN && !pr->theta)) {
         eb_predictor_free(pr);
         return eb_error_set(err, EB_ERR_NOMEM, "out of memory for prediction buffers");
     }
     pr->bytes = eb_net_workspace_bytes(pr->net) +
-                (probs_len + (size_t)max_batch * (C + in)) * sizeof(float);
+                (probs_len + (size_t)max_batch * (C + in)) * sizeof(float) +
+                (pr->theta ? p->k * sizeof(float) : 0);
     *out = pr;
     return EB_OK;
 }
@@ -101,6 +112,7 @@ void eb_predictor_free(eb_predictor *pr)
     eb_free(pr->probs);
     eb_free(pr->dlogits);
     eb_free(pr->dx);
+    eb_free_aligned(pr->theta);
     eb_free(pr);
 }
 
@@ -119,10 +131,27 @@ static eb_status check_draws(const eb_predictor *pr, uint32_t *S, eb_error *err)
     return EB_OK;
 }
 
+/* The weights of draw s; for gaussian, those the last draw_forward
+ * sampled (it samples draw s before using them). */
 static const float *draw_theta(const eb_predictor *pr, uint32_t s)
 {
     const eb_posterior *p = pr->p;
+    if (p->repr == EB_REPR_GAUSSIAN)
+        return pr->theta;
     return p->repr == EB_REPR_SAMPLES ? p->params + (size_t)s * p->k : p->params;
+}
+
+/* gaussian: theta = mu + sigma * eps, eps from the stream (mix64(seed ^
+ * EB_STREAM_PREDICT), s), so draw s has the same weights in every batch
+ * and every call. */
+static void sample_gaussian(eb_predictor *pr, uint32_t s, uint64_t seed)
+{
+    const eb_posterior *p = pr->p;
+    eb_rng r;
+    eb_rng_seed(&r, eb_rng_mix64(seed ^ EB_STREAM_PREDICT), s);
+    eb_normal_fill(pr->theta, p->k, &r);
+    for (size_t i = 0; i < p->k; i++)
+        pr->theta[i] = p->params[i] + p->sigma[i] * pr->theta[i];
 }
 
 /* Forward of draw s over nb inputs; returns the logits (nb, C). */
@@ -130,7 +159,10 @@ static const float *draw_forward(eb_predictor *pr, uint32_t s, const float *x, i
                                  uint64_t seed, uint64_t first_example)
 {
     const eb_posterior *p = pr->p;
-    const float *theta = draw_theta(pr, s);
+    const float *theta;
+    if (p->repr == EB_REPR_GAUSSIAN)
+        sample_gaussian(pr, s, seed);
+    theta = draw_theta(pr, s);
     eb_dropout_ctx drop = {p->repr == EB_REPR_DROPOUT ? EB_DROPOUT_SAMPLE : EB_DROPOUT_OFF,
                            eb_rng_mix64(seed ^ EB_STREAM_PREDICT), s, first_example};
     return eb_net_forward(pr->net, theta, x, nb, &drop);

@@ -8,9 +8,14 @@
 #include "methods/eb_methods.h"
 
 extern const eb_method eb_method_map, eb_method_ensemble, eb_method_dropout;
+/* the Bayesian methods: sgmcmc.c, hmc.c, vi.c, snapshot.c */
+extern const eb_method eb_method_sgld, eb_method_sghmc, eb_method_csgld, eb_method_csghmc,
+    eb_method_hmc, eb_method_vi, eb_method_snapshot;
 
-const eb_method *const eb_methods[] = {&eb_method_map, &eb_method_ensemble, &eb_method_dropout,
-                                       NULL};
+const eb_method *const eb_methods[] = {&eb_method_map,    &eb_method_ensemble, &eb_method_dropout,
+                                       &eb_method_sgld,   &eb_method_sghmc,    &eb_method_csgld,
+                                       &eb_method_csghmc, &eb_method_hmc,      &eb_method_vi,
+                                       &eb_method_snapshot, NULL};
 
 const eb_method *eb_method_find(const char *name)
 {
@@ -72,6 +77,67 @@ void eb_trained_free(eb_trained *t)
 {
     eb_free_aligned(t->params);
     t->params = NULL;
+    eb_free(t->meta);
+    t->meta = NULL;
+    t->meta_len = t->meta_cap = 0;
+}
+
+eb_status eb_trained_meta(eb_trained *t, const char *key, const char *value, eb_error *err)
+{
+    const size_t kl = strlen(key), vl = strlen(value);
+    size_t need;
+    if (eb_size_add(t->meta_len, kl + vl + 3, &need))
+        return eb_error_set(err, EB_ERR_NOMEM, "metadata '%s' is too large", key);
+    if (need > t->meta_cap) {
+        size_t cap = t->meta_cap ? t->meta_cap : 1024;
+        char *m;
+        while (cap < need)
+            cap *= 2;
+        m = eb_realloc(t->meta, cap);
+        if (!m)
+            return eb_error_set(err, EB_ERR_NOMEM, "out of memory for metadata '%s'", key);
+        t->meta = m;
+        t->meta_cap = cap;
+    }
+    /* "key=value\n"; the writer validates the syntax of both */
+    memcpy(t->meta + t->meta_len, key, kl);
+    t->meta[t->meta_len + kl] = '=';
+    memcpy(t->meta + t->meta_len + kl + 1, value, vl);
+    t->meta[t->meta_len + kl + 1 + vl] = '\n';
+    t->meta[t->meta_len + kl + 2 + vl] = '\0';
+    t->meta_len += kl + vl + 2;
+    return EB_OK;
+}
+
+/* Hands the method's metadata lines to the writer. A key or value with a
+ * '=' or newline of its own cannot come from eb_trained_meta's callers
+ * (keys are ours; values are numbers), but a line without '=' would be
+ * refused here rather than written wrongly. */
+static eb_status write_trained_meta(const eb_trained *t, eb_bundle_writer *w, eb_error *err)
+{
+    size_t pos = 0;
+    char *buf;
+    eb_status st = EB_OK;
+    if (!t->meta_len)
+        return EB_OK;
+    buf = eb_malloc(t->meta_len + 1);
+    if (!buf)
+        return eb_error_set(err, EB_ERR_NOMEM, "out of memory writing metadata");
+    memcpy(buf, t->meta, t->meta_len + 1);
+    while (pos < t->meta_len && !st) {
+        char *line = buf + pos, *nl = strchr(line, '\n'), *eq = strchr(line, '=');
+        *nl = '\0';
+        if (!eq || eq > nl) {
+            st = eb_error_set(err, EB_ERR_INTERNAL, "method metadata line '%.40s' has no '='",
+                              line);
+            break;
+        }
+        *eq = '\0';
+        st = eb_bundle_writer_meta(w, line, eq + 1, err);
+        pos = (size_t)(nl - buf) + 1;
+    }
+    eb_free(buf);
+    return st;
 }
 
 static eb_status meta_u64(eb_bundle_writer *w, const char *key, uint64_t v, eb_error *err)
@@ -124,6 +190,8 @@ eb_status eb_method_train_bundle(const eb_method *m, const eb_train_request *req
     if (!st)
         st = m->train(req, &t, err);
     if (!st)
+        st = write_trained_meta(&t, w, err);
+    if (!st)
         st = eb_arch_format(&t.arch, arch_text, sizeof arch_text, err);
     if (!st)
         st = eb_bundle_writer_arch(w, arch_text, err);
@@ -131,6 +199,9 @@ eb_status eb_method_train_bundle(const eb_method *m, const eb_train_request *req
         st = eb_bundle_writer_samples(w, t.members, t.arch.n_params, t.params, err);
     else if (!st && t.repr == EB_REPR_DROPOUT)
         st = eb_bundle_writer_dropout(w, t.members, t.arch.n_params, t.params, err);
+    else if (!st && t.repr == EB_REPR_GAUSSIAN && t.rows == 2)
+        st = eb_bundle_writer_gaussian(w, t.members, t.arch.n_params, t.params,
+                                       t.params + t.arch.n_params, err);
     else if (!st)
         st = eb_error_set(err, EB_ERR_INTERNAL, "method %s produced representation %s, which "
                           "cannot be written yet", m->name, eb_repr_name(t.repr));

@@ -1,7 +1,8 @@
 /* test_bundle.c: the posterior bundle file (methods/bundle.c): round trips,
  * determinism, the inspect listing, every malformed-file rule of
  * docs/bundle-format.md (each with its code and a message naming the
- * field), writer errors and atomicity, and allocation-failure injection.
+ * field), the gaussian representation (MU and SIGMA), writer errors and
+ * atomicity, and allocation-failure injection.
  *
  * Malformed files are made by a small builder that follows the documented
  * layout independently of the writer, then mutated; fix_crcs() recomputes
@@ -825,9 +826,9 @@ static void test_unknown_sections(void **state)
     expect_fail(&f, 0, EB_ERR_UNSUPPORTED, "section 4 (type 99) is marked required");
     tfile_free(&f);
     /* A reserved but unimplemented type is treated the same way. */
-    s[4].type = EB_SEC_MU;
+    s[4].type = EB_SEC_SCALES;
     f = build(s, 5);
-    expect_fail(&f, 0, EB_ERR_UNSUPPORTED, "section 4 (MU) is marked required");
+    expect_fail(&f, 0, EB_ERR_UNSUPPORTED, "section 4 (SCALES) is marked required");
     tfile_free(&f);
     /* Optional: skipped, still listed, still CRC-checked. */
     s[4].type = 0x80000001u;
@@ -954,32 +955,17 @@ static void test_posterior_fields(void **state)
 
 static void test_unsupported_kinds(void **state)
 {
-    static const uint32_t kinds[] = {EB_REPR_GAUSSIAN, EB_REPR_DISTILLED, 9};
-    static const char *knames[] = {"(gaussian)", "(distilled)", "(unknown)"};
+    static const uint32_t kinds[] = {EB_REPR_DISTILLED, 9};
+    static const char *knames[] = {"(distilled)", "(unknown)"};
     static const uint32_t stores[] = {EB_STORE_F16, EB_STORE_INT8, EB_STORE_SHARED_SPARSE, 77};
     static const char *snames[] = {"(f16)", "(int8)", "(shared-sparse)", "(unknown)"};
     (void)state;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 2; i++) {
         spec p = spec_default();
         tfile f;
         p.kind = kinds[i];
         f = build_spec(&p);
         expect_fail(&f, 0, EB_ERR_UNSUPPORTED, knames[i]);
-        tfile_free(&f);
-    }
-    /* A gaussian bundle as a later writer will lay it out (MU and SIGMA
-     * instead of PARAMS): refused for its representation, not for its
-     * reserved sections. */
-    {
-        spec p = spec_default();
-        tsec s[5];
-        tfile f;
-        p.kind = EB_REPR_GAUSSIAN;
-        spec_sections(&p, s);
-        s[3] = (tsec){EB_SEC_MU, EB_DTYPE_F32, EB_BUNDLE_FLAG_REQUIRED, g_theta, 5 * 4};
-        s[4] = (tsec){EB_SEC_SIGMA, EB_DTYPE_F32, EB_BUNDLE_FLAG_REQUIRED, g_theta + 5, 5 * 4};
-        f = build(s, 5);
-        expect_fail(&f, 0, EB_ERR_UNSUPPORTED, "field 'kind' is 2 (gaussian)");
         tfile_free(&f);
     }
     for (int i = 0; i < 4; i++) {
@@ -990,6 +976,162 @@ static void test_unsupported_kinds(void **state)
         expect_fail(&f, 0, EB_ERR_UNSUPPORTED, snames[i]);
         tfile_free(&f);
     }
+}
+
+/* A gaussian bundle as the builder lays it out: MU and SIGMA (K = 5) in
+ * place of PARAMS, S = default draws. */
+static const float g_sigma[5] = {0.1f, 0.0f, 2.0f, 0.25f, 1e-3f};
+
+static uint32_t gaussian_sections(spec *p, tsec s[5], const float *sigma)
+{
+    p->kind = EB_REPR_GAUSSIAN;
+    p->members = 30;
+    spec_sections(p, s);
+    s[3] = (tsec){EB_SEC_MU, EB_DTYPE_F32, EB_BUNDLE_FLAG_REQUIRED, g_theta, 5 * 4};
+    s[4] = (tsec){EB_SEC_SIGMA, EB_DTYPE_F32, EB_BUNDLE_FLAG_REQUIRED, sigma, 5 * 4};
+    return 5;
+}
+
+static void test_gaussian_roundtrip(void **state)
+{
+    char path[600];
+    eb_bundle_writer *w;
+    eb_bundle *b;
+    eb_bundle_section info;
+    eb_error err;
+    spec p = spec_default();
+    tsec s[5];
+    tfile f, g;
+    (void)state;
+    test_path(path, sizeof path, "gaussian.ebb");
+    assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_arch(w, "input 1x28x28\ndense 10\n", &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_meta(w, "method", "ensemble", &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_meta(w, "seed", "7", &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_meta(w, "dataset.sha256", "abc", &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_gaussian(w, 30, 5, g_theta, g_sigma, &err), EB_OK);
+    assert_int_equal(eb_bundle_write(w, path, &err), EB_OK);
+    eb_bundle_writer_free(w);
+    /* the writer's bytes are the documented layout, byte for byte */
+    f = tfile_read(path);
+    g = build(s, gaussian_sections(&p, s, g_sigma));
+    assert_int_equal(f.len, g.len);
+    assert_memory_equal(f.p, g.p, f.len);
+    tfile_free(&g);
+    assert_int_equal(eb_bundle_open(path, EB_BUNDLE_OPEN_DEFAULT, &b, &err), EB_OK);
+    assert_int_equal(eb_bundle_repr(b), EB_REPR_GAUSSIAN);
+    assert_int_equal(eb_bundle_members(b), 30);
+    assert_int_equal(eb_bundle_nparams(b), 5);
+    assert_int_equal(eb_bundle_param_rows(b), 1);
+    assert_memory_equal(eb_bundle_params(b), g_theta, 5 * sizeof(float));
+    assert_memory_equal(eb_bundle_sigma(b), g_sigma, 5 * sizeof(float));
+    assert_int_equal((uintptr_t)eb_bundle_sigma(b) % 64, 0);
+    assert_int_equal(eb_bundle_section_count(b), 5);
+    eb_bundle_section_info(b, 3, &info);
+    assert_string_equal(info.type_name, "MU");
+    eb_bundle_section_info(b, 4, &info);
+    assert_string_equal(info.type_name, "SIGMA");
+    assert_string_equal(info.dtype_name, "f32");
+    eb_bundle_close(b);
+    /* samples and dropout bundles have no sigma */
+    b = open_ok(&f, 0);
+    eb_bundle_close(b);
+    tfile_free(&f);
+    f = build_default();
+    b = open_ok(&f, 0);
+    assert_null(eb_bundle_sigma(b));
+    eb_bundle_close(b);
+    tfile_free(&f);
+    unlink(path);
+}
+
+static void test_gaussian_malformed(void **state)
+{
+    const float neg[5] = {0.1f, 0.2f, -0.5f, 0.25f, 1.0f};
+    float nan_mu[5];
+    spec p = spec_default();
+    tsec s[5];
+    tfile f;
+    (void)state;
+    /* a missing SIGMA, a missing MU */
+    f = build(s, gaussian_sections(&p, s, g_sigma) - 1);
+    expect_fail(&f, 0, EB_ERR_FORMAT, "representation 'gaussian' needs a SIGMA section");
+    tfile_free(&f);
+    gaussian_sections(&p, s, g_sigma);
+    s[3] = s[4];
+    f = build(s, 4);
+    expect_fail(&f, 0, EB_ERR_FORMAT, "representation 'gaussian' needs a MU section");
+    tfile_free(&f);
+    /* PARAMS does not belong in a gaussian bundle, MU not in samples */
+    gaussian_sections(&p, s, g_sigma);
+    s[4] = (tsec){EB_SEC_PARAMS, EB_DTYPE_F32, EB_BUNDLE_FLAG_REQUIRED, g_theta, 5 * 4};
+    f = build(s, 5);
+    expect_fail(&f, 0, EB_ERR_FORMAT, "section PARAMS does not belong to representation "
+                                      "'gaussian'");
+    tfile_free(&f);
+    p = spec_default();
+    spec_sections(&p, s);
+    s[4] = (tsec){EB_SEC_MU, EB_DTYPE_F32, 0, g_theta, 5 * 4};
+    f = build(s, 5);
+    expect_fail(&f, 0, EB_ERR_FORMAT, "section MU belongs to representation 'gaussian', not "
+                                      "'samples'");
+    tfile_free(&f);
+    /* sizes and dtypes are those of K, not S x K */
+    p = spec_default();
+    gaussian_sections(&p, s, g_sigma);
+    s[4].size = 4 * 4;
+    f = build(s, 5);
+    expect_fail(&f, 0, EB_ERR_FORMAT, "section SIGMA is 16 bytes but gaussian needs 1 x 5 x 4 "
+                                      "= 20");
+    tfile_free(&f);
+    gaussian_sections(&p, s, g_sigma);
+    s[3].dtype = EB_DTYPE_F16;
+    f = build(s, 5);
+    expect_fail(&f, 0, EB_ERR_FORMAT, "section MU: field 'dtype' is 2 (f16)");
+    tfile_free(&f);
+    /* a negative sigma, a NaN mean; the tensor check can be skipped */
+    gaussian_sections(&p, s, neg);
+    f = build(s, 5);
+    expect_fail(&f, 0, EB_ERR_NUMERIC, "section SIGMA: value [2] is -0.5");
+    assert_int_equal(open_status(&f, EB_BUNDLE_SKIP_TENSOR_CHECK), EB_OK);
+    tfile_free(&f);
+    memcpy(nan_mu, g_theta, sizeof nan_mu);
+    nan_mu[4] = NAN;
+    gaussian_sections(&p, s, g_sigma);
+    s[3].data = nan_mu;
+    f = build(s, 5);
+    expect_fail(&f, 0, EB_ERR_NUMERIC, "section MU: value [0][4] is NaN");
+    tfile_free(&f);
+}
+
+static void test_gaussian_writer_errors(void **state)
+{
+    const float neg[5] = {0.1f, 0.2f, -0.5f, 0.25f, 1.0f};
+    const float inf_sigma[5] = {0.1f, INFINITY, 0.5f, 0.25f, 1.0f};
+    eb_bundle_writer *w;
+    eb_error err;
+    char path[600];
+    (void)state;
+    assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_gaussian(w, 30, 5, g_theta, neg, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "sigma[2] is -0.5"));
+    assert_int_equal(eb_bundle_writer_gaussian(w, 30, 5, g_theta, inf_sigma, &err),
+                     EB_ERR_NUMERIC);
+    assert_int_equal(eb_bundle_writer_gaussian(w, 30, 5, g_theta, NULL, &err), EB_ERR_ARG);
+    assert_int_equal(eb_bundle_writer_gaussian(w, 0, 5, g_theta, g_sigma, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "default_draws must be at least 1"));
+    /* nothing was set by the failures: no posterior yet */
+    assert_int_equal(eb_bundle_writer_arch(w, "input 1x28x28\ndense 10\n", &err), EB_OK);
+    test_path(path, sizeof path, "gaussian-none.ebb");
+    assert_int_equal(eb_bundle_write(w, path, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "no posterior was set"));
+    assert_int_equal(eb_bundle_writer_gaussian(w, 30, 5, g_theta, g_sigma, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_samples(w, 3, 5, g_theta, &err), EB_ERR_ARG);
+    assert_int_equal(eb_bundle_writer_gaussian(w, 30, 5, g_theta, g_sigma, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "already holds a posterior"));
+    assert_int_equal(eb_bundle_write(w, path, &err), EB_OK);
+    eb_bundle_writer_free(w);
+    unlink(path);
 }
 
 static void test_non_finite_params(void **state)
@@ -1400,6 +1542,9 @@ int main(void)
         cmocka_unit_test(test_zero_and_overflowing_shapes),
         cmocka_unit_test(test_posterior_fields),
         cmocka_unit_test(test_unsupported_kinds),
+        cmocka_unit_test(test_gaussian_roundtrip),
+        cmocka_unit_test(test_gaussian_malformed),
+        cmocka_unit_test(test_gaussian_writer_errors),
         cmocka_unit_test(test_non_finite_params),
         cmocka_unit_test(test_meta_rules),
         cmocka_unit_test(test_arch_rules),

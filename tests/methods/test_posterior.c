@@ -2,7 +2,10 @@
  * gives the same member probabilities whether a set is predicted at once
  * or in pieces (dropout masks are keyed by example index), and the input
  * gradient of the predictive's NLL, -log pbar(y|x) through all S draws,
- * matches central finite differences for samples and dropout posteriors. */
+ * matches central finite differences for samples, dropout and gaussian
+ * posteriors. A gaussian posterior draws the same weights for a draw in
+ * every batch, reduces to its mean when sigma is 0, and its draws have the
+ * mean mu and the spread sigma. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,7 +26,7 @@ static void make_posterior(eb_posterior *p, const char *arch, eb_repr_kind repr,
 {
     eb_error err;
     eb_rng r;
-    uint32_t rows = repr == EB_REPR_SAMPLES ? S : 1;
+    uint32_t rows = repr == EB_REPR_SAMPLES ? S : repr == EB_REPR_GAUSSIAN ? 2 : 1;
     memset(p, 0, sizeof *p);
     assert_int_equal(eb_arch_parse(arch, &p->arch, &err), EB_OK);
     *params = malloc((size_t)rows * p->arch.n_params * sizeof(float));
@@ -36,6 +39,12 @@ static void make_posterior(eb_posterior *p, const char *arch, eb_repr_kind repr,
     p->members = S;
     p->k = p->arch.n_params;
     p->params = *params;
+    if (repr == EB_REPR_GAUSSIAN) { /* row 1: sigma in [0.05, 0.15) */
+        float *sigma = *params + p->k;
+        for (size_t i = 0; i < p->k; i++)
+            sigma[i] = 0.05f + 0.1f * eb_rng_uniformf(&r);
+        p->sigma = sigma;
+    }
 }
 
 static double nll_of(eb_predictor *pr, const float *x, const uint8_t *y, size_t n, uint32_t S,
@@ -122,6 +131,105 @@ static void test_input_grad_dropout(void **state)
                      4);
 }
 
+static void test_input_grad_gaussian(void **state)
+{
+    (void)state;
+    check_input_grad("input 3x3x1; flatten; dense 6; relu; dense 3", EB_REPR_GAUSSIAN, 4);
+    check_input_grad("input 5x5x1; conv2d 2; relu; maxpool; flatten; dense 3", EB_REPR_GAUSSIAN,
+                     3);
+}
+
+static void test_gaussian_draws(void **state)
+{
+    const char *arch = "input 2x2x1; flatten; dense 6; relu; dense 4";
+    eb_posterior g, m;
+    eb_predictor *pr, *pm;
+    float *params, *x, *whole, *piece, *other;
+    const size_t n = 10, S = 5, C = 4;
+    eb_rng r;
+    (void)state;
+    make_posterior(&g, arch, EB_REPR_GAUSSIAN, (uint32_t)S, &params);
+    x = malloc(n * 4 * sizeof *x);
+    whole = malloc(n * S * C * sizeof *whole);
+    piece = malloc(n * S * C * sizeof *piece);
+    other = malloc(n * S * C * sizeof *other);
+    eb_rng_seed(&r, 1, 0);
+    for (size_t i = 0; i < n * 4; i++)
+        x[i] = eb_rng_uniformf(&r);
+    /* a draw's weights do not depend on the batch: pieces equal the whole */
+    assert_int_equal(eb_predictor_new(&g, 3, 0, &pr, NULL), EB_OK);
+    assert_int_equal(eb_predictor_run(pr, x, n, 0, 9, 0, whole, NULL), EB_OK);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(eb_predictor_run(pr, x + i * 4, 1, 0, 9, i, piece + i * S * C, NULL),
+                         EB_OK);
+    assert_memory_equal(whole, piece, n * S * C * sizeof *whole);
+    /* more draws than the default are allowed (they are sampled) */
+    eb_predictor_free(pr);
+    assert_int_equal(eb_predictor_new(&g, 3, 50, &pr, NULL), EB_OK);
+    /* draws differ from each other and between seeds */
+    assert_memory_not_equal(whole, whole + C, C * sizeof *whole);
+    assert_int_equal(eb_predictor_run(pr, x, n, (uint32_t)S, 10, 0, other, NULL), EB_OK);
+    assert_memory_not_equal(whole, other, n * S * C * sizeof *whole);
+    eb_predictor_free(pr);
+    /* sigma = 0: every draw is the network at mu, bit for bit */
+    memset(params + g.k, 0, g.k * sizeof *params);
+    m = g;
+    m.repr = EB_REPR_SAMPLES;
+    m.members = 1;
+    m.sigma = NULL;
+    assert_int_equal(eb_predictor_new(&g, 4, 0, &pr, NULL), EB_OK);
+    assert_int_equal(eb_predictor_new(&m, 4, 0, &pm, NULL), EB_OK);
+    assert_int_equal(eb_predictor_run(pr, x, n, 0, 9, 0, whole, NULL), EB_OK);
+    assert_int_equal(eb_predictor_run(pm, x, n, 0, 9, 0, piece, NULL), EB_OK);
+    for (size_t i = 0; i < n; i++)
+        for (size_t s = 0; s < S; s++)
+            assert_memory_equal(whole + (i * S + s) * C, piece + i * C, C * sizeof *whole);
+    eb_predictor_free(pr);
+    eb_predictor_free(pm);
+    free(x); free(whole); free(piece); free(other); free(params);
+}
+
+static void test_gaussian_weight_moments(void **state)
+{
+    /* "input 1x1x1; dense 2" at input 1: logit c is w_c + b_c, so with
+     * independent Gaussian weights log(p1 / p0) = z1 - z0 is Gaussian with
+     * the mean and variance written below; check both over 4000 draws. */
+    eb_posterior g;
+    eb_predictor *pr;
+    float params[2 * 4] = {0.3f, -0.2f, 0.5f, 0.1f, /* mu: w0 w1 b0 b1 */
+                           0.4f, 0.3f, 0.2f, 0.1f}; /* sigma */
+    const uint32_t S = 4000;
+    float x[1] = {1.0f}, *probs = malloc(S * 2 * sizeof *probs);
+    double m = 0.0, v = 0.0, em, ev;
+    eb_error err;
+    (void)state;
+    memset(&g, 0, sizeof g);
+    assert_int_equal(eb_arch_parse("input 1x1x1; dense 2", &g.arch, &err), EB_OK);
+    g.repr = EB_REPR_GAUSSIAN;
+    g.members = S;
+    g.k = 4;
+    g.params = params;
+    g.sigma = params + 4;
+    assert_int_equal(eb_predictor_new(&g, 1, 0, &pr, NULL), EB_OK);
+    assert_int_equal(eb_predictor_run(pr, x, 1, 0, 3, 0, probs, NULL), EB_OK);
+    for (uint32_t s = 0; s < S; s++) {
+        const double d = log(probs[2 * s + 1] / probs[2 * s]);
+        m += d / S;
+        v += d * d / S;
+    }
+    v -= m * m;
+    /* z1 - z0 = (w1 + b1) - (w0 + b0): mean -0.2 + 0.1 - 0.3 - 0.5 = -0.9,
+     * variance 0.3^2 + 0.1^2 + 0.4^2 + 0.2^2 = 0.30 */
+    em = -0.9;
+    ev = 0.30;
+    printf("gaussian draws: logit difference mean %.4f (%.2f), variance %.4f (%.2f)\n", m, em,
+           v, ev);
+    assert_true(fabs(m - em) < 4.0 * sqrt(ev / S));
+    assert_true(fabs(v / ev - 1.0) < 4.0 * sqrt(2.0 / S));
+    eb_predictor_free(pr);
+    free(probs);
+}
+
 static void test_pieces_equal_whole(void **state)
 {
     eb_posterior p;
@@ -163,6 +271,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_input_grad_samples),
         cmocka_unit_test(test_input_grad_dropout),
+        cmocka_unit_test(test_input_grad_gaussian),
+        cmocka_unit_test(test_gaussian_draws),
+        cmocka_unit_test(test_gaussian_weight_moments),
         cmocka_unit_test(test_pieces_equal_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
