@@ -38,7 +38,9 @@ enum {
     EB_FACET_LOAD = 1 << 9,          /* cold and warm load time */
     EB_FACET_MEMORY = 1 << 10,       /* peak RSS per phase, model bytes */
     EB_FACET_STORAGE = 1 << 11,      /* bundle bytes on disk */
-    EB_FACET_ALL = (1 << 12) - 1
+    EB_FACET_DIAGNOSTICS = 1 << 12,  /* split R-hat, ESS, member disagreement, HMC acceptance */
+    EB_FACET_FIDELITY = 1 << 13,     /* agreement and TV against the reference posterior */
+    EB_FACET_ALL = (1 << 14) - 1
 };
 /* "quality" -> EB_FACET_QUALITY; 0 if unknown. */
 unsigned eb_facet_bit(const char *name);
@@ -47,6 +49,8 @@ const char *eb_facet_name(unsigned bit);
 typedef struct eb_suite_method {
     char label[EB_SUITE_NAME_MAX]; /* the section's name: [method <label>] */
     const eb_method *method;       /* `method = <kind>`, default: the label */
+    int n_archs;                   /* `arch = a, b`: only these (0: the suite's archs) */
+    char archs[EB_SUITE_MAX_ARCHS][EB_SUITE_NAME_MAX];
     int n_sets;                    /* settings as written (validated) */
     char set_key[EB_SETTINGS_MAX * 2][EB_SUITE_NAME_MAX]; /* "epochs" or "cnn.epochs" */
     char set_value[EB_SETTINGS_MAX * 2][EB_SETTING_VALUE_MAX];
@@ -91,6 +95,8 @@ typedef struct eb_suite {
     int n_severities;
     int severities[EB_SUITE_MAX_LIST];
     size_t shift_subset;
+    /* [fidelity] */
+    char fidelity_reference[EB_SUITE_NAME_MAX]; /* a method label, "" = none */
     /* [method ...] */
     int n_methods;
     eb_suite_method methods[EB_SUITE_MAX_METHODS];

@@ -22,6 +22,7 @@
 #include "harness/eb_runner.h"
 #include "harness/eb_shift.h"
 #include "metrics/eb_metrics.h"
+#include "methods/eb_samplers.h"
 
 /* ---- conventions ------------------------------------------------------ */
 
@@ -741,9 +742,72 @@ static eb_status add_memory(record *r, const char *phase, const eb_memory_phase 
 
 /* Every facet of the bundle at path on dev, into r. The device ends
  * loaded. */
+/* Convergence and diversity of a posterior's members (facet
+ * diagnostics): member disagreement on the test set, split R-hat and ESS of
+ * the predictive on a probe set across the bundle's chains, HMC's
+ * acceptance rate. */
+static eb_status eval_diagnostics(record *r, const char *path, const scored *t, uint32_t S,
+                                  size_t C, const eb_dataset *test, eb_error *err)
+{
+    eb_bundle *b = NULL;
+    eb_posterior p;
+    eb_status st;
+    const char *chains_text;
+    int chains;
+    double accept = 0.0;
+    int n_accept = 0;
+
+    if (S >= 2 && (st = add_metric(r, "diagnostics", "disagreement",
+                                   eb_diag_disagreement(t->probs, t->n, S, C), 1, "", NULL, err,
+                                   "%s", "")))
+        return st;
+    if ((st = eb_bundle_open(path, EB_BUNDLE_SKIP_TENSOR_CHECK, &b, err)))
+        return st;
+    for (int c = 0; c < 100; c++) {
+        char key[64];
+        const char *v;
+        snprintf(key, sizeof key, "hmc.chain%d.accept_rate", c);
+        v = eb_bundle_meta_get(b, key);
+        if (!v)
+            break;
+        accept += strtod(v, NULL);
+        n_accept++;
+    }
+    if (n_accept && (st = add_metric(r, "diagnostics", "accept_rate", accept / n_accept, 1, "",
+                                     NULL, err, "%s", ""))) {
+        eb_bundle_close(b);
+        return st;
+    }
+    chains_text = eb_bundle_meta_get(b, "hp.chains");
+    chains = chains_text ? atoi(chains_text) : 1;
+    st = eb_posterior_from_bundle(b, &p, err);
+    if (!st && p.repr == EB_REPR_SAMPLES && chains >= 2 && p.members % (uint32_t)chains == 0 &&
+        p.members / (uint32_t)chains >= 4) {
+        /* the predictive of the first 200 test images as the probe set */
+        const size_t probes = test->n < 200 ? test->n : 200;
+        eb_chain_diag cd;
+        st = eb_posterior_chain_diag(&p, chains, test->x, test->y, probes, &cd, err);
+        if (!st)
+            st = add_metric(r, "diagnostics", "chains", chains, 1, "", NULL, err, "%s", "");
+        if (!st)
+            st = add_metric(r, "diagnostics", "rhat_max", cd.rhat_max, 0, "", NULL, err, "%s",
+                            "");
+        if (!st)
+            st = add_metric(r, "diagnostics", "rhat_mean", cd.rhat_mean, 0, "", NULL, err, "%s",
+                            "");
+        if (!st)
+            st = add_metric(r, "diagnostics", "ess_min", cd.ess_min, 1, "", NULL, err, "%s", "");
+        if (!st)
+            st = add_metric(r, "diagnostics", "ess_mean", cd.ess_mean, 1, "", NULL, err, "%s",
+                            "");
+    }
+    eb_bundle_close(b);
+    return st;
+}
+
 static eb_status evaluate(eb_device *dev, const char *path, const eb_suite *s,
                           const eval_data *data, uint64_t seed, uint32_t *draws, record *r,
-                          eb_error *err)
+                          float **pbar_out, eb_error *err)
 {
     const eb_dataset *test = &data->test_view, *ood = &data->ood_view;
     eb_measure_config mc;
@@ -812,6 +876,8 @@ static eb_status evaluate(eb_device *dev, const char *path, const eb_suite *s,
     }
 
     /* predictions on the test and OOD sets */
+    if (pbar_out)
+        *pbar_out = NULL;
     if ((st = eb_measure_memory_begin(dev, &ph, err)))
         return st;
     st = predict_scored(dev, test->x, test->n, S, C, seed, &t, err);
@@ -825,6 +891,15 @@ static eb_status evaluate(eb_device *dev, const char *path, const eb_suite *s,
         st = eval_quality(r, s, &t, test->y, C, seed, err);
     if (!st)
         st = eval_ood(r, s, &t, &o, test->y, C, seed, err);
+    if (!st && (s->facets & EB_FACET_DIAGNOSTICS))
+        st = eval_diagnostics(r, path, &t, S, C, test, err);
+    if (!st && pbar_out) {
+        *pbar_out = eb_malloc(t.n * C * sizeof **pbar_out);
+        if (!*pbar_out)
+            st = eb_error_set(err, EB_ERR_NOMEM, "out of memory for the predictive");
+        else
+            memcpy(*pbar_out, t.pbar, t.n * C * sizeof **pbar_out);
+    }
     if (!st && (s->facets & EB_FACET_ADVERSARIAL)) {
         st = eb_measure_memory_begin(dev, &ph, err);
         if (!st)
@@ -1008,6 +1083,80 @@ static eb_status get_bundle(const eb_run_options *o, const eb_suite *s, const eb
     return eb_sha256_file(b->path, b->sha256, err);
 }
 
+/* The reference posterior's test predictive per seed, computed once. */
+typedef struct ref_cache {
+    int n;
+    uint64_t seed[EB_SUITE_MAX_SEEDS];
+    float *pbar[EB_SUITE_MAX_SEEDS]; /* (test n, C) */
+    size_t C;
+} ref_cache;
+
+static void ref_cache_free(ref_cache *c)
+{
+    for (int i = 0; i < c->n; i++)
+        eb_free(c->pbar[i]);
+    c->n = 0;
+}
+
+/* Fidelity of job j to the suite's reference posterior (facet fidelity):
+ * top-1 agreement and mean total variation of the test predictives, for
+ * jobs on the reference's architecture and training subset (the same
+ * model of the same data); the reference of the same seed. */
+static eb_status eval_fidelity(const eb_run_options *o, const eb_suite *s, const eb_job *all,
+                               int n_all, const eb_job *j, eb_device *dev, eval_data *data,
+                               const char *cache, int threads, ref_cache *refs,
+                               const float *pbar, record *r, FILE *log, eb_error *err)
+{
+    const eb_job *ref = NULL;
+    float *rp = NULL;
+    double agree, tv;
+    eb_status st;
+    if (!(s->facets & EB_FACET_FIDELITY) || !s->fidelity_reference[0] || !pbar ||
+        !strcmp(j->m->label, s->fidelity_reference))
+        return EB_OK;
+    for (int i = 0; i < n_all && !ref; i++)
+        if (!strcmp(all[i].m->label, s->fidelity_reference) && all[i].seed == j->seed &&
+            !strcmp(all[i].arch, j->arch))
+            ref = &all[i];
+    if (!ref || eb_settings_int(&ref->settings, "subset") != eb_settings_int(&j->settings,
+                                                                                "subset"))
+        return EB_OK; /* not the reference's model and data */
+    for (int i = 0; i < refs->n; i++)
+        if (refs->seed[i] == j->seed)
+            rp = refs->pbar[i];
+    if (!rp) {
+        bundle_ref b;
+        eb_device_load_timing timing;
+        const eb_device_model *model;
+        scored t;
+        if (refs->n == EB_SUITE_MAX_SEEDS)
+            return eb_error_set(err, EB_ERR_INTERNAL, "too many reference seeds");
+        if ((st = get_bundle(o, s, ref, threads, data, cache, &b, log, err)))
+            return eb_error_prefix(err, "fidelity reference %s: ", ref->name);
+        if ((st = eb_device_load(dev, b.path, &timing, err)))
+            return st;
+        model = eb_device_model_info(dev);
+        refs->C = (size_t)model->n_classes; /* read before the unload clears it */
+        st = predict_scored(dev, data->test_view.x, data->test_view.n,
+                            s->draws ? s->draws : model->default_draws, refs->C, ref->seed, &t,
+                            err);
+        eb_device_unload(dev);
+        if (st)
+            return st;
+        refs->seed[refs->n] = j->seed;
+        refs->pbar[refs->n++] = t.pbar;
+        rp = t.pbar;
+        t.pbar = NULL;
+        scored_free(&t);
+    }
+    /* the job and its reference predict the same classes of the same test set */
+    eb_diag_fidelity(pbar, rp, data->test_view.n, refs->C, &agree, &tv);
+    /* the reference is the suite's [fidelity] reference, one per suite */
+    if ((st = add_metric(r, "fidelity", "agreement", agree, 1, "", NULL, err, "%s", "")))
+        return st;
+    return add_metric(r, "fidelity", "total_variation", tv, 0, "", NULL, err, "%s", "");
+}
+
 /* JSON object of a bundle's metadata for the artifacts table. */
 static char *bundle_meta_json(const char *path)
 {
@@ -1182,7 +1331,9 @@ eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *e
     eb_suite *s = NULL;
     eb_results *db = NULL;
     eb_device *dev = NULL;
-    eb_job *jobs = NULL;
+    eb_job *jobs = NULL, *all_jobs = NULL;
+    int n_all = 0;
+    ref_cache refs;
     eval_data data;
     char cache[1024], shard[32], dbdir[1024];
     const char *db_path = o->db_path ? o->db_path : "out/results.db";
@@ -1192,12 +1343,14 @@ eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *e
 
     memset(sum, 0, sizeof *sum);
     memset(&data, 0, sizeof data);
+    memset(&refs, 0, sizeof refs);
     s = eb_malloc(sizeof *s);
     if (!s)
         return eb_error_set(err, EB_ERR_NOMEM, "out of memory for the suite");
     if ((st = eb_suite_load(o->suite ? o->suite : "quick", s, err)))
         goto done;
-    if ((st = eb_suite_jobs(s, si, sc, &jobs, &n_jobs, err)))
+    if ((st = eb_suite_jobs(s, si, sc, &jobs, &n_jobs, err)) ||
+        (st = eb_suite_jobs(s, 1, 1, &all_jobs, &n_all, err)))
         goto done;
     sum->jobs_total = n_jobs;
     threads = effective_threads(s, o->threads);
@@ -1253,12 +1406,20 @@ eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *e
                 sum->bundles_trained++;
             else
                 sum->bundles_cached++;
-            st = evaluate(dev, b.path, s, &data, j->seed, &draws, &rec, &jerr);
+            float *pbar = NULL;
+            st = evaluate(dev, b.path, s, &data, j->seed, &draws, &rec, &pbar, &jerr);
             eb_device_unload(dev);
+            if (!st)
+                st = eval_fidelity(o, s, all_jobs, n_all, j, dev, &data, cache, threads, &refs,
+                                   pbar, &rec, log, &jerr);
+            eb_free(pbar);
         }
         if (!st && isfinite(b.train_seconds))
             st = add_metric(&rec, "training", "seconds", b.train_seconds, 0, "s", NULL, &jerr,
-                            "%s", b.trained ? "" : "cached=1");
+                            "%s", "");
+        if (!st)
+            st = add_metric(&rec, "training", "from_cache", !b.trained, 0, "", NULL, &jerr, "%s",
+                            "");
         /* register the bundle and store everything in one transaction */
         settings_json(&j->settings, settings, sizeof settings);
         memset(&def, 0, sizeof def);
@@ -1317,6 +1478,8 @@ eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *e
     st = eb_results_run_finish(db, sum->run_id, err);
 done:
     eb_free(jobs);
+    eb_free(all_jobs);
+    ref_cache_free(&refs);
     eb_device_close(dev);
     eb_results_close(db);
     data_free(&data);
@@ -1359,7 +1522,7 @@ eb_status eb_eval_bundle(const eb_eval_options *o, eb_eval_metric **metrics, siz
         (st = open_device(s, threads, &dev, err)))
         goto done;
     logf_(log, o->quiet, "evaluating %s on %s (%d threads)\n", o->bundle, s->device, threads);
-    if ((st = evaluate(dev, o->bundle, s, &data, 1, &draws, &rec, err)))
+    if ((st = evaluate(dev, o->bundle, s, &data, 1, &draws, &rec, NULL, err)))
         goto done;
     if (o->db_path) {
         int64_t rid, job_id, bundle_id;

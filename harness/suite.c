@@ -17,7 +17,10 @@
 #include "harness/eb_suite.h"
 
 static const char quick_suite[] =
-    "# quick: every method on mlp with one seed; minutes on 2 cores.\n"
+    "# quick: every method on mlp with one seed, in minutes on 2 cores. The\n"
+    "# sampling methods run shorter than their defaults (docs/methods.md,\n"
+    "# \"Quick-suite settings\"); HMC runs on its reference setting, a small\n"
+    "# MLP on 1,000 training images.\n"
     "[suite]\n"
     "name = quick\n"
     "description = every method, mlp, one seed\n"
@@ -55,19 +58,60 @@ static const char quick_suite[] =
     "severities = 1, 2, 3, 4, 5\n"
     "subset = 2000\n"
     "\n"
+    "[fidelity]\n"
+    "reference = hmc\n"
+    "\n"
     "[method map]\n"
     "\n"
     "[method ensemble]\n"
     "samples = 5\n"
     "\n"
     "[method dropout]\n"
-    "samples = 30\n";
+    "samples = 30\n"
+    "\n"
+    "[method sgld]\n"
+    "burnin = 5\n"
+    "chains = 2\n"
+    "samples = 10\n"
+    "\n"
+    "[method sghmc]\n"
+    "burnin = 5\n"
+    "samples = 10\n"
+    "\n"
+    "[method csgld]\n"
+    "epochs = 20\n"
+    "cycles = 5\n"
+    "samples = 10\n"
+    "\n"
+    "[method csghmc]\n"
+    "epochs = 10\n"
+    "chains = 2\n"
+    "cycles = 5\n"
+    "samples = 10\n"
+    "\n"
+    "[method vi]\n"
+    "epochs = 5\n"
+    "samples = 10\n"
+    "\n"
+    "[method snapshot]\n"
+    "epochs = 15\n"
+    "samples = 5\n"
+    "\n"
+    "[method hmc]\n"
+    "arch = mlp-small\n"
+    "warmup = 100\n"
+    "samples = 40\n"
+    "thin = 2\n"
+    "path_len = 0.1\n";
 
 static const char paper_suite[] =
-    "# paper: both architectures, three seeds, ensembles up to S = 30.\n"
+    "# paper: both architectures, three seeds, every method at its defaults\n"
+    "# (ensembles up to S = 30), and a reference group: full-batch HMC on a\n"
+    "# small MLP over 1,000 training images, with the stochastic methods on\n"
+    "# the same model and data scored for their fidelity to it.\n"
     "[suite]\n"
     "name = paper\n"
-    "description = mlp and cnn, seeds 1-3, S up to 30\n"
+    "description = mlp and cnn, seeds 1-3, S up to 30, HMC fidelity reference\n"
     "seeds = 1, 2, 3\n"
     "archs = mlp, cnn\n"
     "facets = all\n"
@@ -93,7 +137,7 @@ static const char paper_suite[] =
     "eps = 0, 0.01, 0.02, 0.05, 0.1, 0.2\n"
     "attacks = fgsm, pgd\n"
     "pgd_steps = 20\n"
-    "pgd_step = 0.1\n"
+    "pgd_step = 0.125\n"
     "random_start = 1\n"
     "subset = 2000\n"
     "\n"
@@ -101,6 +145,9 @@ static const char paper_suite[] =
     "corruptions = rotation, gaussian-noise, gaussian-blur, contrast, translation\n"
     "severities = 1, 2, 3, 4, 5\n"
     "subset = 10000\n"
+    "\n"
+    "[fidelity]\n"
+    "reference = hmc\n"
     "\n"
     "[method map]\n"
     "\n"
@@ -112,7 +159,44 @@ static const char paper_suite[] =
     "samples = 30\n"
     "\n"
     "[method dropout]\n"
-    "samples = 30\n";
+    "samples = 30\n"
+    "\n"
+    "[method sgld]\n"
+    "arch = mlp\n"
+    "\n"
+    "[method sghmc]\n"
+    "arch = mlp\n"
+    "\n"
+    "[method csgld]\n"
+    "arch = mlp\n"
+    "\n"
+    "[method csghmc]\n"
+    "arch = mlp\n"
+    "\n"
+    "[method vi]\n"
+    "arch = mlp\n"
+    "\n"
+    "[method snapshot]\n"
+    "\n"
+    "[method hmc]\n"
+    "arch = mlp-small\n"
+    "\n"
+    "[method sghmc-ref]\n"
+    "method = sghmc\n"
+    "arch = mlp-small\n"
+    "subset = 1000\n"
+    "temperature = 1\n"
+    "\n"
+    "[method csghmc-ref]\n"
+    "method = csghmc\n"
+    "arch = mlp-small\n"
+    "subset = 1000\n"
+    "temperature = 1\n"
+    "\n"
+    "[method vi-ref]\n"
+    "method = vi\n"
+    "arch = mlp-small\n"
+    "subset = 1000\n";
 
 const char *eb_suite_builtin(const char *name)
 {
@@ -125,7 +209,8 @@ const char *eb_suite_builtin(const char *name)
 
 static const char *const facet_names[] = {
     "quality", "calibration", "ood",    "misclassification", "selective", "adversarial",
-    "shift",   "latency",     "throughput", "load",           "memory",    "storage"};
+    "shift",   "latency",     "throughput", "load",           "memory",    "storage",
+    "diagnostics", "fidelity"};
 
 unsigned eb_facet_bit(const char *name)
 {
@@ -269,8 +354,8 @@ static int handle_suite(parse_ctx *c, const char *key, const char *v)
         for (int i = 0; i < n; i++) {
             eb_arch a;
             if (eb_arch_named(items[i], &a, NULL))
-                return fail(c, "[suite] archs: unknown architecture '%s' (known: mlp, cnn)",
-                            items[i]);
+                return fail(c, "[suite] archs: unknown architecture '%s' (known: mlp, cnn, "
+                               "mlp-small)", items[i]);
             snprintf(s->archs[i], sizeof s->archs[i], "%s", items[i]);
         }
         s->n_archs = n;
@@ -286,7 +371,8 @@ static int handle_suite(parse_ctx *c, const char *key, const char *v)
             if (!bit)
                 return fail(c, "[suite] facets: unknown facet '%s' (known: all, quality, "
                                "calibration, ood, misclassification, selective, adversarial, "
-                               "shift, latency, throughput, load, memory, storage)",
+                               "shift, latency, throughput, load, memory, storage, diagnostics, "
+                               "fidelity)",
                             items[i]);
             s->facets |= bit;
         }
@@ -516,8 +602,8 @@ static eb_suite_method *method_section(parse_ctx *c, const char *label)
 
 static int known_section(const char *section)
 {
-    static const char *const names[] = {"suite", "data", "evaluation", "device", "adversarial",
-                                        "shift"};
+    static const char *const names[] = {"suite",       "data",  "evaluation", "device",
+                                        "adversarial", "shift", "fidelity"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(section, names[i]))
             return 1;
@@ -570,7 +656,7 @@ static int scan_sections(parse_ctx *c)
                 snprintf(section, sizeof section, "%.*s", (int)(b - a), a);
                 if (!known_section(section)) {
                     fail(c, "unknown section [%s] (known: suite, data, evaluation, device, "
-                            "adversarial, shift, method <label>)", section);
+                            "adversarial, shift, fidelity, method <label>)", section);
                     return line;
                 }
                 if (!strncmp(section, "method ", 7) && !section_method(c, section))
@@ -611,6 +697,14 @@ static int handler(void *user, const char *section, const char *key, const char 
         return handle_adversarial(c, key, value);
     if (!strcmp(section, "shift"))
         return handle_shift(c, key, value);
+    if (!strcmp(section, "fidelity")) {
+        if (strcmp(key, "reference"))
+            return fail(c, "[fidelity]: unknown key '%s' (known: reference)", key);
+        if (!*value || strlen(value) >= sizeof c->s->fidelity_reference)
+            return fail(c, "[fidelity] reference: give a method label");
+        snprintf(c->s->fidelity_reference, sizeof c->s->fidelity_reference, "%s", value);
+        return 1;
+    }
     if (!strncmp(section, "method ", 7)) {
         eb_suite_method *m = section_method(c, section);
         if (!m)
@@ -619,6 +713,24 @@ static int handler(void *user, const char *section, const char *key, const char 
             m->method = eb_method_find(value);
             if (!m->method)
                 return fail(c, "[%s] method: unknown method '%s'", section, value);
+            return 1;
+        }
+        if (!strcmp(key, "arch")) {
+            char buf[256], *items[EB_SUITE_MAX_ARCHS + 1];
+            int n;
+            snprintf(buf, sizeof buf, "%s", value);
+            n = split_list(buf, items, EB_SUITE_MAX_ARCHS);
+            if (n < 1)
+                return fail(c, "[%s] arch: give 1 to %d architectures", section,
+                            EB_SUITE_MAX_ARCHS);
+            for (int i = 0; i < n; i++) {
+                eb_arch a;
+                if (eb_arch_named(items[i], &a, NULL))
+                    return fail(c, "[%s] arch: unknown architecture '%s' (known: mlp, cnn, "
+                                   "mlp-small)", section, items[i]);
+                snprintf(m->archs[i], sizeof m->archs[i], "%s", items[i]);
+            }
+            m->n_archs = n;
             return 1;
         }
         if (m->n_sets == EB_SETTINGS_MAX * 2)
@@ -631,7 +743,7 @@ static int handler(void *user, const char *section, const char *key, const char 
         return 1;
     }
     return fail(c, "unknown section [%s] (known: suite, data, evaluation, device, adversarial, "
-                   "shift, method <label>)", section);
+                   "shift, fidelity, method <label>)", section);
 }
 
 /* Line number of `key` inside section `section` in text (1-based), or of
@@ -794,6 +906,15 @@ eb_status eb_suite_parse(const char *text, const char *source, eb_suite *s, eb_e
     if (!s->name[0])
         snprintf(s->name, sizeof s->name, "%s", "unnamed");
     st = validate_methods(c, err);
+    if (!st && s->fidelity_reference[0]) {
+        int found = 0;
+        for (int i = 0; i < s->n_methods; i++)
+            found |= !strcmp(s->methods[i].label, s->fidelity_reference);
+        if (!found)
+            st = eb_error_set(err, EB_ERR_FORMAT,
+                              "%s:%d: [fidelity] reference: no [method %s] section", source,
+                              find_line(text, "fidelity", "reference"), s->fidelity_reference);
+    }
     if (!st && s->pgd && s->pgd_steps < 1)
         st = eb_error_set(err, EB_ERR_FORMAT, "%s: [adversarial] pgd_steps must be positive",
                           source);
@@ -901,10 +1022,39 @@ static eb_status job_key(const eb_suite *s, eb_job *j, eb_error *err)
     return eb_sha256_buffer(text, used, j->key, err);
 }
 
+/* The architectures a suite's jobs run on: the suite's, then any a method
+ * section pins that the suite does not list. */
+static int all_archs(const eb_suite *s, char out[][EB_SUITE_NAME_MAX], int max)
+{
+    int n = 0;
+    for (int a = 0; a < s->n_archs && n < max; a++)
+        snprintf(out[n++], EB_SUITE_NAME_MAX, "%s", s->archs[a]);
+    for (int m = 0; m < s->n_methods; m++)
+        for (int a = 0; a < s->methods[m].n_archs; a++) {
+            int seen = 0;
+            for (int k = 0; k < n; k++)
+                seen |= !strcmp(out[k], s->methods[m].archs[a]);
+            if (!seen && n < max)
+                snprintf(out[n++], EB_SUITE_NAME_MAX, "%s", s->methods[m].archs[a]);
+        }
+    return n;
+}
+
+static int runs_on(const eb_suite *s, const eb_suite_method *m, const char *arch)
+{
+    const int n = m->n_archs ? m->n_archs : s->n_archs;
+    for (int a = 0; a < n; a++)
+        if (!strcmp(m->n_archs ? m->archs[a] : s->archs[a], arch))
+            return 1;
+    return 0;
+}
+
 eb_status eb_suite_jobs(const eb_suite *s, int shard_index, int shard_count, eb_job **jobs,
                         int *n_jobs, eb_error *err)
 {
-    int total = s->n_seeds * s->n_archs * s->n_methods, n = 0, index = 0;
+    char archs[EB_SUITE_MAX_ARCHS * (EB_SUITE_MAX_METHODS + 1)][EB_SUITE_NAME_MAX];
+    int n_archs = all_archs(s, archs, (int)(sizeof archs / sizeof archs[0]));
+    int total = s->n_seeds * n_archs * s->n_methods, n = 0, index = 0;
     eb_job *out;
     *jobs = NULL;
     *n_jobs = 0;
@@ -915,17 +1065,19 @@ eb_status eb_suite_jobs(const eb_suite *s, int shard_index, int shard_count, eb_
     if (!out)
         return eb_error_set(err, EB_ERR_NOMEM, "out of memory for %d jobs", total);
     for (int si = 0; si < s->n_seeds; si++)
-        for (int a = 0; a < s->n_archs; a++)
-            for (int mi = 0; mi < s->n_methods; mi++, index++) {
+        for (int a = 0; a < n_archs; a++)
+            for (int mi = 0; mi < s->n_methods; mi++) {
                 eb_job *j;
                 eb_status st;
-                if (index % shard_count != shard_index - 1)
+                if (!runs_on(s, &s->methods[mi], archs[a]))
+                    continue;
+                if (index++ % shard_count != shard_index - 1)
                     continue;
                 j = &out[n];
-                j->index = index;
+                j->index = index - 1;
                 j->m = &s->methods[mi];
                 j->seed = s->seeds[si];
-                snprintf(j->arch, sizeof j->arch, "%s", s->archs[a]);
+                memcpy(j->arch, archs[a], sizeof j->arch);
                 snprintf(j->name, sizeof j->name, "%s/%s/s%llu", j->m->label, j->arch,
                          (unsigned long long)j->seed);
                 st = job_settings(s, j->m, j->arch, &j->settings, err);

@@ -47,6 +47,14 @@ const rp_column rp_columns[RP_N_COLUMNS] = {
                             RP_UNIT_BYTES, RP_AGG_EXACT, 0},
     [RP_COL_BUNDLE_BYTES] = {"bundle_bytes", "Bundle on disk", "storage", "bundle_bytes", "",
                              RP_UNIT_BYTES, RP_AGG_EXACT, 1},
+    [RP_COL_TRAIN_SECONDS] = {"train_seconds", "Training time", "training", "seconds", "",
+                              RP_UNIT_SECONDS, RP_AGG_EXACT, 0},
+    [RP_COL_DISAGREEMENT] = {"disagreement", "Member disagreement", "diagnostics",
+                             "disagreement", "", RP_UNIT_RATIO, RP_AGG_EXACT, 0},
+    [RP_COL_RHAT] = {"rhat_max", "R-hat (max)", "diagnostics", "rhat_max", "", RP_UNIT_PLAIN,
+                     RP_AGG_EXACT, 0},
+    [RP_COL_FIDELITY] = {"fidelity_agreement", "Fidelity (top-1 agreement)", "fidelity",
+                         "agreement", "", RP_UNIT_RATIO, RP_AGG_EXACT, 0},
 };
 
 size_t eb_report_column_count(void)

@@ -296,9 +296,15 @@ eb_status eb_arch_named(const char *name, eb_arch *a, eb_error *err)
         "dense 128; relu; dense 10";
     if (!strcmp(name, "mlp"))
         return eb_arch_parse(mlp, a, err);
+    /* a small MLP for full-batch HMC, the reference posterior of small
+     * models and data subsets */
+    static const char mlp_small[] = "input 28x28x1; flatten; dense 32; relu; dense 10";
     if (!strcmp(name, "cnn"))
         return eb_arch_parse(cnn, a, err);
-    return eb_error_set(err, EB_ERR_ARG, "unknown architecture '%s' (known: mlp, cnn)", name);
+    if (!strcmp(name, "mlp-small"))
+        return eb_arch_parse(mlp_small, a, err);
+    return eb_error_set(err, EB_ERR_ARG, "unknown architecture '%s' (known: mlp, cnn, mlp-small)",
+                        name);
 }
 
 eb_status eb_arch_with_dropout(const eb_arch *in, float rate, eb_arch *out, eb_error *err)

@@ -77,8 +77,9 @@ eb_status eb_arch_parse(const char *text, eb_arch *arch, eb_error *err);
 eb_status eb_arch_resolve(eb_arch *arch, eb_error *err);
 /* Canonical text, one layer per line; parse(format(a)) == a. */
 eb_status eb_arch_format(const eb_arch *arch, char *buf, size_t len, eb_error *err);
-/* The reference architectures by name: "mlp" (784-256-256-10, ReLU) and
- * "cnn" (conv 32, pool, conv 64, pool, dense 128, dense 10). */
+/* The reference architectures by name: "mlp" (784-256-256-10, ReLU),
+ * "cnn" (conv 32, pool, conv 64, pool, dense 128, dense 10) and
+ * "mlp-small" (784-32-10, for full-batch HMC on data subsets). */
 eb_status eb_arch_named(const char *name, eb_arch *arch, eb_error *err);
 /* A copy of arch with a dropout layer of the given rate after every
  * hidden ReLU (after the max-pool that follows one, if any): the MC

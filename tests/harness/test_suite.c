@@ -42,12 +42,43 @@ static void test_builtin_suites(void **state)
     assert_int_equal(s.n_seeds, 3);
     assert_int_equal(s.n_archs, 2);
     assert_int_equal(eb_suite_jobs(&s, 1, 1, &jobs, &n, &err), EB_OK);
-    assert_int_equal(n, 3 * 2 * s.n_methods);
+    /* per seed: 10 methods on mlp, the 5 that run on every suite arch also
+     * on cnn, and the HMC reference group (4) on mlp-small */
+    assert_int_equal(n, 3 * (10 + 5 + 4));
+    assert_string_equal(s.fidelity_reference, "hmc");
     /* the cnn architecture's default epochs reach its jobs */
     for (int i = 0; i < n; i++)
-        if (!strcmp(jobs[i].arch, "cnn"))
+        if (!strcmp(jobs[i].arch, "cnn") && strcmp(jobs[i].m->label, "snapshot"))
             assert_int_equal(eb_settings_int(&jobs[i].settings, "epochs"), 12);
     eb_free(jobs);
+}
+
+/* A method section's `arch` pins it to those architectures. */
+static void test_pinned_archs(void **state)
+{
+    static const char text[] = "[suite]\narchs = mlp, cnn\n[method map]\n"
+                               "[method hmc]\narch = mlp-small\n[method vi]\narch = mlp\n"
+                               "[fidelity]\nreference = hmc\n";
+    eb_suite s;
+    eb_job *jobs;
+    int n;
+    eb_error err;
+    (void)state;
+    assert_int_equal(eb_suite_parse(text, "p.ini", &s, &err), EB_OK);
+    assert_int_equal(eb_suite_jobs(&s, 1, 1, &jobs, &n, &err), EB_OK);
+    assert_int_equal(n, 4);
+    assert_string_equal(jobs[0].name, "map/mlp/s1");
+    assert_string_equal(jobs[1].name, "vi/mlp/s1");
+    assert_string_equal(jobs[2].name, "map/cnn/s1");
+    assert_string_equal(jobs[3].name, "hmc/mlp-small/s1");
+    eb_free(jobs);
+    assert_int_equal(eb_suite_parse("[method map]\narch = vgg\n", "p.ini", &s, &err),
+                     EB_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "p.ini:2: [method map] arch: unknown architecture 'vgg'"));
+    assert_int_equal(eb_suite_parse("[method map]\n[fidelity]\nreference = hmc\n", "p.ini", &s,
+                                    &err),
+                     EB_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "p.ini:3: [fidelity] reference: no [method hmc] section"));
 }
 
 static void test_shards_partition_jobs(void **state)
@@ -186,7 +217,8 @@ static void test_files(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_builtin_suites),    cmocka_unit_test(test_shards_partition_jobs),
+        cmocka_unit_test(test_builtin_suites),    cmocka_unit_test(test_pinned_archs),
+        cmocka_unit_test(test_shards_partition_jobs),
         cmocka_unit_test(test_settings_and_keys), cmocka_unit_test(test_malformed_suites),
         cmocka_unit_test(test_files),
     };
