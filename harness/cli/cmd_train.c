@@ -21,7 +21,7 @@ static void usage(FILE *fp)
         fprintf(fp, " %s", eb_methods[i]->name);
     fprintf(fp,
             "\n"
-            "  --arch A        mlp, cnn, or an architecture text such as\n"
+            "  --arch A        mlp, cnn, mlp-small, or an architecture text such as\n"
             "                  'input 28x28x1; flatten; dense 64; relu; dense 10'\n"
             "  -o, --output F  bundle file to write (atomically)\n"
             "  --samples S     ensemble members, or dropout passes at prediction\n"
@@ -115,9 +115,9 @@ int eb_cmd_train(int argc, char **argv)
     m = eb_method_find(method_name);
     if (!m)
         return eb_cli_usage_error("train", "unknown method '%s'", method_name);
-    if (!strcmp(arch_arg, "mlp") || !strcmp(arch_arg, "cnn")) {
+    if (!strchr(arch_arg, ' ') && !strchr(arch_arg, ';')) {
         if (eb_arch_named(arch_arg, &arch, &err))
-            return eb_cli_fail("train", &err);
+            return eb_cli_usage_error("train", "--arch: %s", err.msg);
     } else if (eb_arch_parse(arch_arg, &arch, &err)) {
         return eb_cli_usage_error("train", "--arch: %s", err.msg);
     }
