@@ -30,7 +30,7 @@ const char *eb_results_verdict_name(eb_results_verdict v)
 const char *eb_results_rule_name(eb_results_rule r)
 {
     static const char *const names[] = {"none", "mann-whitney", "samples", "intervals",
-                                        "threshold", "single-timing"};
+                                        "threshold", "single-timing", "informational"};
     if ((int)r < 0 || (size_t)r >= sizeof names / sizeof names[0])
         return "unknown";
     return names[r];
@@ -210,6 +210,12 @@ static int single_timing(const eb_results_metric *m)
     return !strcmp(m->facet, "latency") && !strcmp(m->name, "first_prediction");
 }
 
+/* Metrics that record how a job was run rather than how well it did. */
+static int informational(const eb_results_metric *m)
+{
+    return !strcmp(m->facet, "training") && !strcmp(m->name, "from_cache");
+}
+
 /* The verdict of one metric present in both jobs. */
 static void judge_metric(eb_results_compare_item *it, const eb_results_metric *b,
                          const eb_results_metric *c, const eb_results_compare_config *cfg)
@@ -227,6 +233,11 @@ static void judge_metric(eb_results_compare_item *it, const eb_results_metric *b
     }
     if (isnan(b->value) || isnan(c->value)) {
         it->verdict = EB_RESULTS_INCOMPARABLE;
+        return;
+    }
+    if (informational(b)) {
+        it->rule = EB_RESULTS_RULE_INFORMATIONAL;
+        it->verdict = EB_RESULTS_SAME;
         return;
     }
     gain = c->higher_is_better ? it->delta : -it->delta; /* > 0: the candidate is better */

@@ -434,11 +434,14 @@ typedef enum eb_results_rule {
     EB_RESULTS_RULE_SAMPLES,      /* latency metric: takes its job's "single" samples verdict */
     EB_RESULTS_RULE_INTERVALS,    /* both have intervals: effect + disjoint intervals */
     EB_RESULTS_RULE_THRESHOLD,    /* no intervals: relative threshold */
-    EB_RESULTS_RULE_SINGLE_TIMING /* one noisy measurement (load time, throughput, peak RSS,
-                                     training time): only a change beyond noisy_threshold */
+    EB_RESULTS_RULE_SINGLE_TIMING, /* one noisy measurement (load time, throughput, peak RSS,
+                                      training time): only a change beyond noisy_threshold */
+    EB_RESULTS_RULE_INFORMATIONAL  /* describes how the job ran (training/from_cache), not
+                                      how well: shown, never a verdict other than same */
 } eb_results_rule;
 
-/* "none", "mann-whitney", "samples", "intervals", "threshold", "single-timing". */
+/* "none", "mann-whitney", "samples", "intervals", "threshold", "single-timing",
+ * "informational". */
 const char *eb_results_rule_name(eb_results_rule r);
 
 typedef struct eb_results_compare_config {

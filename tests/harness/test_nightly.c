@@ -66,6 +66,7 @@ static void test_compare_flags_slowdown_not_rerun(void **state)
         printf("compare base %s: exit %d\n", label, rc);
         if (rc == 0)
             break;
+        sh("grep -E 'REGRESSION|worse' %s/rerun.txt", dir);
     }
     assert_int_equal(rc, 0);
     /* JSON output parses as one object with the verdict */

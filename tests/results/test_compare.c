@@ -348,7 +348,7 @@ static void test_quality_verdicts(void **state)
 
     assert_int_equal(eb_results_conventions(db, conv, 2, NULL), EB_OK);
     {
-        eb_results_metric bm[9] = {
+        eb_results_metric bm[10] = {
             metric("quality", "acc_drop", 0.90, 0.89, 0.91, 1, ""),
             metric("quality", "acc_within", 0.90, 0.89, 0.91, 1, ""),
             metric("quality", "acc_tiny", 0.900, 0.8995, 0.9005, 1, ""),
@@ -357,9 +357,10 @@ static void test_quality_verdicts(void **state)
             metric("memory", "model_bytes", 1000, NAN, NAN, 0, "bytes"),
             metric("memory", "param_bytes", 1000, NAN, NAN, 0, "bytes"),
             metric("memory", "peak_rss", 1000, NAN, NAN, 0, "bytes"),
+            metric("training", "from_cache", 0, NAN, NAN, 0, ""),
             metric("calibration", "ece_conv", 0.02, NAN, NAN, 0, ""),
         };
-        eb_results_metric cm[9] = {
+        eb_results_metric cm[10] = {
             metric("quality", "acc_drop", 0.85, 0.84, 0.86, 1, ""),     /* beyond: worse */
             metric("quality", "acc_within", 0.895, 0.885, 0.905, 1, ""), /* overlap: same */
             metric("quality", "acc_tiny", 0.898, 0.8975, 0.8985, 1, ""),  /* apart, < 1%: same */
@@ -369,14 +370,15 @@ static void test_quality_verdicts(void **state)
             metric("memory", "param_bytes", 1030, NAN, NAN, 0, "bytes"),  /* +3%: same */
             /* a single noisy measurement: +50% is within its noise */
             metric("memory", "peak_rss", 1500, NAN, NAN, 0, "bytes"),
+            metric("training", "from_cache", 1, NAN, NAN, 0, ""), /* cached now: no verdict */
             metric("calibration", "ece_conv", 0.02, NAN, NAN, 0, ""),
         };
-        bm[8].convention = "ece-v1";
-        cm[8].convention = "ece-v2";
+        bm[9].convention = "ece-v1";
+        cm[9].convention = "ece-v2";
         b = new_run(db, "base");
         k = new_run(db, "cand");
-        add_job(db, b, "q", bm, 9, NULL, 0);
-        add_job(db, k, "q", cm, 9, NULL, 0);
+        add_job(db, b, "q", bm, 10, NULL, 0);
+        add_job(db, k, "q", cm, 10, NULL, 0);
         /* A metric only in the base, one only in the candidate. */
         add_job(db, b, "q2", bm, 1, NULL, 0);
         add_job(db, k, "q2", cm + 1, 1, NULL, 0);
@@ -411,6 +413,9 @@ static void test_quality_verdicts(void **state)
     assert_int_equal(find_item(j, "quality", "nll")->verdict, EB_RESULTS_BETTER);
     it = find_item(j, "memory", "peak_rss");
     assert_int_equal(it->rule, EB_RESULTS_RULE_SINGLE_TIMING);
+    assert_int_equal(it->verdict, EB_RESULTS_SAME);
+    it = find_item(j, "training", "from_cache");
+    assert_int_equal(it->rule, EB_RESULTS_RULE_INFORMATIONAL);
     assert_int_equal(it->verdict, EB_RESULTS_SAME);
     it = find_item(j, "memory", "model_bytes");
     assert_int_equal(it->rule, EB_RESULTS_RULE_THRESHOLD);
