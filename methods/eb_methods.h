@@ -91,6 +91,16 @@ typedef struct eb_trained {
      * frees). Added after eb_trained_alloc, which zeroes the struct. */
     char *meta;
     size_t meta_len, meta_cap;
+    /* How the bundle stores the values (transforms set these; 0 means
+     * f32). groups: for int8 storage, n_groups + 1 increasing offsets
+     * into K, from 0 to K; each run [groups[g], groups[g+1]) shares one
+     * scale per row (one output channel's weights, or a layer's biases).
+     * Owned (eb_malloc; eb_trained_free frees). head: the distilled
+     * student's head kind (eb_bundle_head), 0 otherwise. */
+    eb_storage_kind storage;
+    uint64_t *groups;
+    size_t n_groups;
+    uint32_t head;
 } eb_trained;
 
 /* Allocates params for rows x arch->n_params (overflow-checked). */

@@ -79,6 +79,9 @@ void eb_trained_free(eb_trained *t)
     t->params = NULL;
     eb_free(t->meta);
     t->meta = NULL;
+    eb_free(t->groups);
+    t->groups = NULL;
+    t->n_groups = 0;
     t->meta_len = t->meta_cap = 0;
 }
 

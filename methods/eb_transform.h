@@ -1,0 +1,47 @@
+/* eb_transform.h: bundle transforms. A transform takes a posterior bundle
+ * (the parent) and produces a new posterior: pruned, quantized or
+ * distilled. Like methods, transforms are entries of one const table, so
+ * the CLI (`edgebayes transform`), suite chains (`sgld -> prune:0.9 ->
+ * quantize:int8`) and the docs enumerate them from one place. The output
+ * is an eb_trained (methods/eb_methods.h) whose `storage`, `groups` and
+ * `head` fields tell the bundle writer how to store it; eb_transform_bundle
+ * writes it with the parent recorded in the metadata. */
+#ifndef EB_TRANSFORM_H
+#define EB_TRANSFORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/eb_status.h"
+#include "harness/eb_data.h"
+#include "methods/eb_bundle.h"
+#include "methods/eb_methods.h"
+
+/* What a transform works from. */
+typedef struct eb_transform_request {
+    const eb_bundle *parent;      /* the input bundle, open */
+    const eb_posterior *posterior; /* its posterior view (decoded values) */
+    const char *parent_path;
+    const eb_dataset *train;      /* training data (fine-tuning, distillation, calibration) */
+    const eb_settings *settings;  /* the transform's settings */
+    uint64_t seed;
+    int threads;
+    eb_progress_fn progress;      /* may be NULL */
+    void *progress_ctx;
+} eb_transform_request;
+
+typedef struct eb_transform {
+    const char *name;    /* "prune", "quantize", "distill" */
+    const char *summary;
+    const eb_setting_spec *settings;
+    /* The setting a chain step's short form sets: "prune:0.9" sets
+     * sparsity=0.9, "quantize:int8" sets precision=int8. */
+    const char *short_key;
+    eb_status (*apply)(const eb_transform_request *req, eb_trained *out, eb_error *err);
+} eb_transform;
+
+/* The transform table, terminated by a NULL name. */
+extern const eb_transform *const eb_transforms[];
+const eb_transform *eb_transform_find(const char *name);
+
+#endif /* EB_TRANSFORM_H */
