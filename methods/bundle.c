@@ -63,6 +63,7 @@ const char *eb_storage_name(eb_storage_kind kind)
     case EB_STORE_F16: return "f16";
     case EB_STORE_INT8: return "int8";
     case EB_STORE_SHARED_SPARSE: return "shared-sparse";
+    case EB_STORE_CSR: return "csr";
     }
     return "unknown";
 }

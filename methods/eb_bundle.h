@@ -40,18 +40,26 @@ typedef enum eb_repr_kind {
     EB_REPR_DISTILLED = 4  /* one student network with its head; reserved */
 } eb_repr_kind;
 
-/* How the values are stored. Only F32 is implemented; the others are
- * reserved and refused with EB_ERR_UNSUPPORTED. */
+/* How the values are stored. */
 typedef enum eb_storage_kind {
     EB_STORE_F32 = 1,
     EB_STORE_F16 = 2,
-    EB_STORE_INT8 = 3,          /* int8 values + per-channel f32 scales */
-    EB_STORE_SHARED_SPARSE = 4  /* one index set for all S members + S value rows */
+    EB_STORE_INT8 = 3,          /* int8 values + one f32 scale per (row, group) */
+    EB_STORE_SHARED_SPARSE = 4, /* one index set for all S members + S value rows */
+    EB_STORE_CSR = 5            /* per-member compressed sparse rows */
 } eb_storage_kind;
+
+/* The head of a distilled student (the POSTERIOR section says which). */
+typedef enum eb_head_kind {
+    EB_HEAD_NONE = 0,        /* not a distilled bundle */
+    EB_HEAD_CATEGORICAL = 1, /* C logits: the predictive (Bayesian Dark Knowledge) */
+    EB_HEAD_GPED = 2,        /* C logits + 1 output for the expected data entropy */
+    EB_HEAD_DIRICHLET = 3    /* C log-concentrations of a Dirichlet (EnD^2) */
+} eb_head_kind;
 
 /* "samples", "gaussian", "dropout", "distilled"; "unknown" otherwise. */
 const char *eb_repr_name(eb_repr_kind kind);
-/* "f32", "f16", "int8", "shared-sparse"; "unknown" otherwise. */
+/* "f32", "f16", "int8", "shared-sparse", "csr"; "unknown" otherwise. */
 const char *eb_storage_name(eb_storage_kind kind);
 
 /* ---- reading ---------------------------------------------------------- */
