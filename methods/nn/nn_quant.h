@@ -1,0 +1,191 @@
+/* nn_quant.h: reduced-precision inference for the model core: f16 and
+ * int8 conversions, the dense/conv GEMM kernels that run on them (each
+ * fast kernel in quant.c beside its naive reference in quant_naive.c,
+ * `*_naive`), and eb_qnet, a forward pass over weights held in f32, f16
+ * or int8.
+ *
+ * Shapes and the parameter layout of theta are those of eb_nn.h (NHWC
+ * activations; per layer W then b, W row-major [out][in], conv
+ * W[O][3][3][C]). In both layouts one output channel's weights W[o] are
+ * one contiguous run of theta, which is what makes per-output-channel
+ * scales a grouping of theta into runs.
+ *
+ * int8 convention (one place): a run v (len) of finite floats with
+ * m = max |v| gets the scale s = m / 127 and the values
+ *     q = clamp(rne(v * (127 / m)), -127, 127)
+ * where rne rounds half to even (IEEE round-to-nearest, the default mode)
+ * and 127 / m is computed once in float. -128 is never produced, so the
+ * product of two values fits int16 (|q1 q2| <= 16129). A run of zeros gets
+ * s = 0 and q = 0. Dequantized: v~ = q * s, with |v - v~| <= s / 2 up to
+ * float rounding (a few ulp of |v|). */
+#ifndef EB_NN_QUANT_H
+#define EB_NN_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/eb_status.h"
+#include "methods/nn/eb_nn.h"
+
+/* ---- f16 (IEEE binary16) -------------------------------------------- */
+
+/* f32 -> f16 bits: round to nearest, ties to even; values whose magnitude
+ * rounds above 65504 become +-inf; results below 2^-14 are f16
+ * subnormals (rounded the same way, down to +-0); NaN stays NaN (quiet,
+ * sign and the top 9 payload bits kept). */
+uint16_t eb_f32_to_f16(float f);
+/* f16 bits -> f32, exact for every pattern (NaN payload kept). */
+float eb_f16_to_f32(uint16_t h);
+/* Bulk conversions of n values; dst and src must not overlap. The fast
+ * versions are branch-free loops the compiler vectorises and give the
+ * same bits as the scalar functions above. */
+void eb_f32_to_f16_n(uint16_t *dst, const float *src, size_t n);
+void eb_f16_to_f32_n(float *dst, const uint16_t *src, size_t n);
+void eb_f32_to_f16_n_naive(uint16_t *dst, const float *src, size_t n);
+void eb_f16_to_f32_n_naive(float *dst, const uint16_t *src, size_t n);
+
+/* ---- int8 quantization ---------------------------------------------- */
+
+/* Quantizes one run v (len) into q (len) per the convention above and
+ * returns its scale s. Finite input is required of the weights; for
+ * activations a row holding inf or NaN gets s = NaN and q = 0, so the
+ * products that use it come out NaN rather than silently finite. */
+float eb_quant_int8_run(int8_t *q, const float *v, size_t len);
+float eb_quant_int8_run_naive(int8_t *q, const float *v, size_t len);
+/* The same values written into int16 lanes: the activations' form, so
+ * the GEMM's inner loop is a multiply-add of int16 pairs into int32
+ * (pmaddwd), which GCC emits for int16 x (int8 widened) but not for
+ * int8 x int8 (it then multiplies in int16 and widens every product). */
+float eb_quant_int8_run_i16(int16_t *q, const float *v, size_t len);
+/* Quantizes theta-like data v (groups[n_groups]) run by run: run g is
+ * [groups[g], groups[g+1]) and gets scales[g]. groups must be increasing
+ * from groups[0] = 0. */
+void eb_quant_int8_groups(int8_t *q, float *scales /* (n_groups) */, const float *v,
+                          const uint64_t *groups /* (n_groups + 1) */, size_t n_groups);
+/* v = q * scales[g] over every run. */
+void eb_dequant_int8_groups(float *v, const int8_t *q, const float *scales,
+                            const uint64_t *groups, size_t n_groups);
+
+/* The int8 grouping of an architecture's theta: for every layer with
+ * parameters, one run per output channel's weights (W[o], in units order)
+ * and then one run for the layer's biases; offsets run from 0 to K.
+ * *groups gets n_groups + 1 offsets, allocated with eb_malloc: the caller
+ * frees it with eb_free. This is the grouping the quantize transform
+ * writes into int8 bundles (eb_trained.groups). */
+eb_status eb_quant_groups(const eb_arch *arch, uint64_t **groups, size_t *n_groups,
+                          eb_error *err);
+
+/* ---- GEMM kernels: y (n, NO) = x (n, NI) . W^T + b, W (NO, NI) --------- */
+
+/* Largest inner dimension the int8 kernels accept: every int32
+ * accumulator stays within range (NI * 127 * 127 <= 2^31 - 1). */
+#define EB_QUANT_I8_MAX_NI 133144
+
+/* Integer part alone: acc (n, NO) = qx (n, NI) . qw^T, qw (NO, NI) int8,
+ * qx int8 values in [-127, 127] held in int16 lanes. NI <=
+ * EB_QUANT_I8_MAX_NI. The fast version is blocked: two rows of x against
+ * four rows of W per pass over k, W in blocks of 64 rows; both give
+ * identical sums (integer arithmetic). */
+void eb_qkern_i8_gemm(int32_t *acc, const int16_t *qx, const int8_t *qw, int n, int NI, int NO);
+void eb_qkern_i8_gemm_naive(int32_t *acc, const int16_t *qx, const int8_t *qw, int n, int NI,
+                            int NO);
+/* int8 dense layer: each row of x is quantized on the fly into qx
+ * (n, NI) scratch (eb_quant_int8_run_i16) with scale sx[r] (n, scratch),
+ * then
+ *     out[r][o] = (float)acc[r][o] * (sx[r] * sw[o]) + b[o]
+ * with qw (NO, NI) int8, sw (NO) its per-output-row scales, b (NO). The
+ * fast and naive versions evaluate that same expression, so they agree
+ * bit for bit. */
+void eb_qkern_dense_i8(float *out, int16_t *qx, float *sx, const float *x, const int8_t *qw,
+                       const float *sw, const float *b, int n, int NI, int NO);
+void eb_qkern_dense_i8_naive(float *out, const float *x, const int8_t *qw, const float *sw,
+                             const float *b, int n, int NI, int NO);
+
+/* f16 dense layer: w (NO, NI) f16 bits. The fast version converts
+ * eb_qkern_f16_block_rows(NI) rows of W at a time into wbuf
+ * (block_rows, NI) and multiplies each block with sgemm; the naive one
+ * converts weight by weight and accumulates in double. */
+int eb_qkern_f16_block_rows(int NI);
+void eb_qkern_dense_f16(float *out, float *wbuf, const float *x, const uint16_t *w,
+                        const float *b, int n, int NI, int NO);
+void eb_qkern_dense_f16_naive(float *out, const float *x, const uint16_t *w, const float *b,
+                              int n, int NI, int NO);
+
+/* conv2d 3x3, stride 1, no padding over inp (n, H, W, C) -> out
+ * (n, H-2, W-2, NO), weights W (NO, 3, 3, C) as in eb_nn.h. The fast
+ * versions lower to the dense kernels above through cols
+ * (n*(H-2)*(W-2), 9*C), one row per output pixel with its patch ordered
+ * (ky, kx, c); int8 quantizes each such row (patch) with its own scale,
+ * using qx (same shape as cols, int16) and sx (n*(H-2)*(W-2)) as scratch.
+ * The naive versions loop over output pixels, gathering and (int8)
+ * quantizing each patch in the same order, so int8 agrees bit for bit. */
+void eb_qkern_conv2d_i8(float *out, float *cols, int16_t *qx, float *sx, const float *inp,
+                        const int8_t *qw, const float *sw, const float *b, int n, int H, int W,
+                        int C, int NO);
+void eb_qkern_conv2d_i8_naive(float *out, const float *inp, const int8_t *qw, const float *sw,
+                              const float *b, int n, int H, int W, int C, int NO);
+void eb_qkern_conv2d_f16(float *out, float *cols, float *wbuf, const float *inp,
+                         const uint16_t *w, const float *b, int n, int H, int W, int C, int NO);
+void eb_qkern_conv2d_f16_naive(float *out, const float *inp, const uint16_t *w, const float *b,
+                               int n, int H, int W, int C, int NO);
+
+/* ---- Quantized inference network ------------------------------------ */
+
+/* Weight storage of an eb_qnet; the values match eb_storage_kind. */
+typedef enum eb_qnet_storage {
+    EB_QNET_F32 = 1,
+    EB_QNET_F16 = 2,
+    EB_QNET_INT8 = 3
+} eb_qnet_storage;
+
+/* A deterministic forward pass (dropout layers are the identity) of one
+ * architecture over weights held in one storage, with its workspace
+ * carved from one allocation at creation; forward allocates nothing.
+ *   f32:  dense and conv2d through sgemm (the kernels of eb_net).
+ *   f16:  weights kept as f16; eb_qkern_dense_f16 (conv2d: im2col, then
+ *         the same GEMM).
+ *   int8: weights int8 with one scale per output channel, biases
+ *         dequantized to f32 once at eb_qnet_set_weights; activations
+ *         quantized per GEMM row (per example for dense, per output pixel
+ *         patch for conv2d, after im2col), int32 accumulation
+ *         (eb_qkern_dense_i8).
+ * Convolutions run over chunks of images so the im2col buffer stays
+ * bounded whatever max_batch is. */
+typedef struct eb_qnet eb_qnet;
+
+/* Creates a network for batches of up to max_batch examples. Refuses an
+ * int8 network with a weighted layer whose inner dimension exceeds
+ * EB_QUANT_I8_MAX_NI. The caller frees it with eb_qnet_free. Weights
+ * must be set (eb_qnet_set_weights) before eb_qnet_forward. */
+eb_status eb_qnet_new(const eb_arch *arch, eb_qnet_storage storage, int max_batch,
+                      eb_qnet **out, eb_error *err);
+/* Copies the weights in. values holds K = arch->n_params entries in the
+ * layout of eb_nn.h, typed by storage: float (f32), uint16_t f16 bits
+ * (f16), int8_t (int8). For int8, groups (n_groups + 1 offsets from 0 to
+ * K, increasing) cut theta into runs and scales (n_groups, finite, >= 0)
+ * gives each run's scale, value = q * scale; every output channel's
+ * weights W[o] must lie inside one run (eb_quant_groups gives the
+ * per-channel grouping; a coarser one such as one run per layer is
+ * accepted too). For f32 and f16, scales and groups must be NULL and
+ * n_groups 0. f32 and f16 values must be finite. */
+eb_status eb_qnet_set_weights(eb_qnet *q, const void *values, const float *scales,
+                              const uint64_t *groups, size_t n_groups, eb_error *err);
+/* Forward pass of n (1..max_batch) examples x (n, in_size) into logits
+ * (n, n_classes), caller-owned. */
+eb_status eb_qnet_forward(eb_qnet *q, const float *x, size_t n, float *logits, eb_error *err);
+/* The same pass built from the naive kernels (quant_naive.c, and the
+ * naive relu/maxpool of the f32 path): the reference eb_qnet_forward is
+ * tested against. Allocates its own scratch per call; slow. */
+eb_status eb_qnet_forward_naive(const eb_qnet *q, const float *x, size_t n, float *logits,
+                                eb_error *err);
+/* Bytes held: the weights in their storage (with int8 scales and f32
+ * biases) plus the workspace. */
+size_t eb_qnet_bytes(const eb_qnet *q);
+/* The weights' share of that: the storage of theta (K values), the f32
+ * biases and, for int8, the f32 channel scales. */
+size_t eb_qnet_weight_bytes(const eb_qnet *q);
+const eb_arch *eb_qnet_arch(const eb_qnet *q);
+eb_qnet_storage eb_qnet_storage_of(const eb_qnet *q);
+void eb_qnet_free(eb_qnet *q);
+
+#endif /* EB_NN_QUANT_H */
