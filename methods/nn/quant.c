@@ -499,9 +499,10 @@ eb_status eb_qnet_new(const eb_arch *arch, eb_qnet_storage storage, int max_batc
                 (storage == EB_QNET_INT8 ? round64(n_scale * sizeof(float)) : 0);
     q->wblock = eb_malloc_aligned(64, q->wbytes);
     if (!q->wblock) {
+        const size_t need = q->wbytes;
         eb_free(q);
         return eb_error_set(err, EB_ERR_NOMEM,
-                            "out of memory: the quantized weights need %zu bytes", q->wbytes);
+                            "out of memory: the quantized weights need %zu bytes", need);
     }
     p = q->wblock;
     q->values = p;
