@@ -171,7 +171,7 @@ static tfile build(const tsec *s, uint32_t n)
     f = tfile_new((size_t)pos);
     memcpy(f.p, EB_BUNDLE_MAGIC, EB_BUNDLE_MAGIC_LEN);
     put16(f.p + EB_BH_MAJOR, 1);
-    put16(f.p + EB_BH_MINOR, 0);
+    put16(f.p + EB_BH_MINOR, EB_BUNDLE_FORMAT_MINOR);
     put32(f.p + EB_BH_SECTION_COUNT, n);
     put64(f.p + EB_BH_FILE_SIZE, pos);
     put64(f.p + EB_BH_TABLE_OFFSET, EB_BUNDLE_HEADER_SIZE);
@@ -352,7 +352,7 @@ static void test_roundtrip_samples(void **state)
     assert_int_equal(eb_bundle_file_size(b), (uint64_t)sb.st_size);
     eb_bundle_version(b, &major, &minor);
     assert_int_equal(major, 1);
-    assert_int_equal(minor, 0);
+    assert_int_equal(minor, 1);
     assert_string_equal(eb_bundle_arch(b), "input 1x28x28\ndense 10\n");
     assert_int_equal(eb_bundle_repr(b), EB_REPR_SAMPLES);
     assert_string_equal(eb_repr_name(eb_bundle_repr(b)), "samples");
@@ -826,9 +826,9 @@ static void test_unknown_sections(void **state)
     expect_fail(&f, 0, EB_ERR_UNSUPPORTED, "section 4 (type 99) is marked required");
     tfile_free(&f);
     /* A reserved but unimplemented type is treated the same way. */
-    s[4].type = EB_SEC_SCALES;
+    s[4].type = EB_SEC_HEAD;
     f = build(s, 5);
-    expect_fail(&f, 0, EB_ERR_UNSUPPORTED, "section 4 (SCALES) is marked required");
+    expect_fail(&f, 0, EB_ERR_UNSUPPORTED, "section 4 (HEAD) is marked required");
     tfile_free(&f);
     /* Optional: skipped, still listed, still CRC-checked. */
     s[4].type = 0x80000001u;
@@ -942,7 +942,7 @@ static void test_posterior_fields(void **state)
         s[2].size = 40;
         f = build(s, 4);
         expect_fail(&f, 0, EB_ERR_FORMAT, "section POSTERIOR is 40 bytes");
-        put16(f.p + EB_BH_MINOR, 1); /* a newer minor may extend it */
+        put16(f.p + EB_BH_MINOR, 2); /* a newer minor may extend it */
         fix_crcs(&f);
         assert_int_equal(open_status(&f, 0), EB_OK);
         tfile_free(&f);
@@ -955,10 +955,11 @@ static void test_posterior_fields(void **state)
 
 static void test_unsupported_kinds(void **state)
 {
-    static const uint32_t kinds[] = {EB_REPR_DISTILLED, 9};
-    static const char *knames[] = {"(distilled)", "(unknown)"};
-    static const uint32_t stores[] = {EB_STORE_F16, EB_STORE_INT8, EB_STORE_SHARED_SPARSE, 77};
-    static const char *snames[] = {"(f16)", "(int8)", "(shared-sparse)", "(unknown)"};
+    static const uint32_t kinds[] = {5, 9};
+    static const char *knames[] = {"field 'kind' is 5 (unknown)", "(unknown)"};
+    static const uint32_t stores[] = {6, 7, 0x80000000u, 77};
+    static const char *snames[] = {"field 'storage' is 6 (unknown)", "(unknown)", "(unknown)",
+                                   "(unknown)"};
     (void)state;
     for (int i = 0; i < 2; i++) {
         spec p = spec_default();
