@@ -115,7 +115,7 @@ const char *eb_bundle_arch(const eb_bundle *b);
 eb_repr_kind eb_bundle_repr(const eb_bundle *b);
 eb_storage_kind eb_bundle_storage(const eb_bundle *b);
 /* S: the number of members (samples) or the default number of stochastic
- * draws (dropout, gaussian). Always >= 1. */
+ * draws (dropout, gaussian, distilled). Always >= 1. */
 uint32_t eb_bundle_members(const eb_bundle *b);
 /* K: parameters per member. Always >= 1. */
 uint64_t eb_bundle_nparams(const eb_bundle *b);
