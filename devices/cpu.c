@@ -32,7 +32,7 @@ typedef struct cpu_ctx {
     cpu_set_t affinity_before;
     /* loaded state: all NULL/zero when nothing is loaded */
     eb_bundle *bundle;
-    eb_posterior post;        /* points into bundle's map; must outlive pred */
+    eb_posterior post;        /* into bundle's map (f32) or owned (decoded); outlives pred */
     eb_predictor *pred;
     uint32_t max_draws;
 } cpu_ctx;
@@ -121,6 +121,7 @@ static void cpu_unload(void *ctx)
 {
     cpu_ctx *c = ctx;
     eb_predictor_free(c->pred);
+    eb_posterior_release(&c->post); /* before the bundle: f32 views point into its map */
     eb_bundle_close(c->bundle);
     c->pred = NULL;
     c->bundle = NULL;
@@ -202,6 +203,10 @@ static eb_status cpu_model(void *ctx, eb_device_model *m, eb_error *err)
             m->param_bytes += s.size;
     }
     m->workspace_bytes = eb_predictor_bytes(c->pred);
+    if (c->post.owned) /* non-f32 storage: params (rows, K) and sigma, decoded */
+        m->workspace_bytes += ((c->post.repr == EB_REPR_SAMPLES ? (uint64_t)c->post.members : 1) +
+                               (c->post.repr == EB_REPR_GAUSSIAN ? 1 : 0)) *
+                              c->post.k * sizeof(float);
     m->model_bytes = m->param_bytes + m->workspace_bytes;
     m->mapped_bytes = eb_bundle_file_size(c->bundle);
     return EB_OK;

@@ -801,6 +801,7 @@ static eb_status eval_diagnostics(record *r, const char *path, const scored *t, 
             st = add_metric(r, "diagnostics", "ess_mean", cd.ess_mean, 1, "", NULL, err, "%s",
                             "");
     }
+    eb_posterior_release(&p); /* safe after a failed from_bundle too */
     eb_bundle_close(b);
     return st;
 }

@@ -68,6 +68,17 @@ const char *eb_storage_name(eb_storage_kind kind)
     return "unknown";
 }
 
+const char *eb_head_name(eb_head_kind head)
+{
+    switch (head) {
+    case EB_HEAD_NONE: return "none";
+    case EB_HEAD_CATEGORICAL: return "categorical";
+    case EB_HEAD_GPED: return "gped";
+    case EB_HEAD_DIRICHLET: return "dirichlet";
+    }
+    return "unknown";
+}
+
 static const char *section_type_name(uint32_t type)
 {
     switch (type) {
@@ -80,6 +91,8 @@ static const char *section_type_name(uint32_t type)
     case EB_SEC_SCALES: return "SCALES";
     case EB_SEC_INDEX: return "INDEX";
     case EB_SEC_HEAD: return "HEAD";
+    case EB_SEC_GROUPS: return "GROUPS";
+    case EB_SEC_ROWPTR: return "ROWPTR";
     }
     return "unknown";
 }
@@ -92,6 +105,7 @@ static const char *dtype_name(uint32_t dtype)
     case EB_DTYPE_F16: return "f16";
     case EB_DTYPE_I8: return "i8";
     case EB_DTYPE_U32: return "u32";
+    case EB_DTYPE_U64: return "u64";
     }
     return "unknown";
 }
@@ -149,6 +163,65 @@ uint32_t eb_bundle__crc32(uint32_t crc, const void *data, uint64_t len)
         len -= chunk;
     }
     return crc;
+}
+
+/* IEEE binary16 from binary32, round to nearest even, by integer
+ * arithmetic (no dependence on the host's _Float16 or FPU mode). */
+uint16_t eb_bundle__f32_to_f16(float v)
+{
+    uint32_t x, ax, sign, q, rem;
+    memcpy(&x, &v, sizeof x);
+    sign = (x >> 16) & 0x8000u;
+    ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) /* inf stays inf; NaN stays a (quiet) NaN */
+        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u | ((ax >> 13) & 0x3ffu) : 0));
+    if (ax >= 0x477ff000u) /* >= 65520: rounds past 65504, the largest f16 */
+        return (uint16_t)(sign | 0x7c00u);
+    if (ax < 0x38800000u) { /* below 2^-14: an f16 subnormal (or zero) */
+        uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u, shift, half;
+        if (ax <= 0x33000000u) /* <= 2^-25: half the smallest subnormal or less, ties to 0 */
+            return (uint16_t)sign;
+        /* value = m 2^(e-150); in units of 2^-24 that is m 2^(e-126) */
+        shift = 126u - e; /* 14 .. 24 */
+        q = m >> shift;
+        rem = m & ((1u << shift) - 1u);
+        half = 1u << (shift - 1u);
+        if (rem > half || (rem == half && (q & 1u)))
+            q++; /* may carry into the smallest normal: still the right bits */
+        return (uint16_t)(sign | q);
+    }
+    ax -= 0x38000000u; /* rebias the exponent from 127 to 15 */
+    q = ax >> 13;
+    rem = ax & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (q & 1u)))
+        q++; /* a carry into the exponent is the correct next binade */
+    return (uint16_t)(sign | q);
+}
+
+float eb_bundle__f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, x;
+    float f;
+    if (e == 0) {
+        f = (float)m * 0x1p-24f; /* subnormal (or zero): exact */
+        memcpy(&x, &f, sizeof x);
+        x |= sign;
+    } else if (e == 31) {
+        x = sign | 0x7f800000u | (m << 13);
+    } else {
+        x = sign | ((e + 112u) << 23) | (m << 13);
+    }
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
+
+/* a * b into *out; 1 if it does not fit in 64 bits. */
+static int mul64(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (a != 0 && b > UINT64_MAX / a)
+        return 1;
+    *out = a * b;
+    return 0;
 }
 
 static int all_zero(const unsigned char *p, size_t n)
@@ -256,8 +329,11 @@ struct eb_bundle {
     uint32_t members;
     uint64_t nparams;
     uint32_t rows;
-    const float *params;       /* (rows, nparams), into data; gaussian: MU */
-    const float *sigma;        /* gaussian: SIGMA (nparams), into data; else NULL */
+    eb_head_kind head;         /* distilled: its head; else EB_HEAD_NONE */
+    const float *params;       /* f32 storage: (rows, nparams), into data; gaussian: MU */
+    const float *sigma;        /* f32 gaussian: SIGMA (nparams), into data; else NULL */
+    int ntensors;              /* 1, or 2 for gaussian */
+    eb_bundle_stored stored[2]; /* EB_TENSOR_PARAMS (or MU), EB_TENSOR_SIGMA; validated */
 };
 
 static eb_status bfail(const eb_bundle *b, eb_error *err, eb_status code, const char *fmt, ...)
@@ -609,13 +685,14 @@ static eb_status parse_arch(eb_bundle *b, const bsec *s, eb_error *err)
     return EB_OK;
 }
 
-/* POSTERIOR: representation, storage, S and K. Checked before anything
- * else about the sections, so a bundle of a representation or storage kind
- * this reader lacks is reported as such, not through one of its sections. */
+/* POSTERIOR: representation, storage, head, S and K. Checked before
+ * anything else about the sections, so a bundle of a representation or
+ * storage kind this reader lacks is reported as such, not through one of
+ * its sections. */
 static eb_status parse_posterior(eb_bundle *b, const bsec *s, int strict, eb_error *err)
 {
     const unsigned char *p = b->data + s->offset;
-    uint32_t kind, storage;
+    uint32_t kind, storage, head;
 
     if (s->size < EB_BUNDLE_POSTERIOR_SIZE || (strict && s->size != EB_BUNDLE_POSTERIOR_SIZE))
         return bfail(b, err, EB_ERR_FORMAT,
@@ -623,24 +700,37 @@ static eb_status parse_posterior(eb_bundle *b, const bsec *s, int strict, eb_err
                      b->major, b->minor, EB_BUNDLE_POSTERIOR_SIZE);
     kind = rd32(p + EB_BP_KIND);
     storage = rd32(p + EB_BP_STORAGE);
+    head = rd32(p + EB_BP_HEAD);
     if (kind == 0)
         return bfail(b, err, EB_ERR_FORMAT, "section POSTERIOR: field 'kind' is 0");
-    if (kind != EB_REPR_SAMPLES && kind != EB_REPR_DROPOUT && kind != EB_REPR_GAUSSIAN)
+    if (kind != EB_REPR_SAMPLES && kind != EB_REPR_DROPOUT && kind != EB_REPR_GAUSSIAN &&
+        kind != EB_REPR_DISTILLED)
         return bfail(b, err, EB_ERR_UNSUPPORTED,
                      "section POSTERIOR: field 'kind' is %" PRIu32 " (%s), a representation "
                      "this reader does not implement", kind, eb_repr_name((eb_repr_kind)kind));
     if (storage == 0)
         return bfail(b, err, EB_ERR_FORMAT, "section POSTERIOR: field 'storage' is 0");
-    if (storage != EB_STORE_F32)
+    if (storage < EB_STORE_F32 || storage > EB_STORE_CSR)
         return bfail(b, err, EB_ERR_UNSUPPORTED,
                      "section POSTERIOR: field 'storage' is %" PRIu32 " (%s), a storage kind "
                      "this reader does not implement", storage,
                      eb_storage_name((eb_storage_kind)storage));
+    if (kind == EB_REPR_DISTILLED && (head < EB_HEAD_CATEGORICAL || head > EB_HEAD_DIRICHLET))
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section POSTERIOR: field 'head' is %" PRIu32 " (%s); a distilled bundle "
+                     "needs 1 (categorical), 2 (gped) or 3 (dirichlet)", head,
+                     eb_head_name((eb_head_kind)head));
+    if (kind != EB_REPR_DISTILLED && head != EB_HEAD_NONE)
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section POSTERIOR: field 'head' is %" PRIu32 " but only a distilled "
+                     "bundle has a head (this one is %s); it must be 0", head,
+                     eb_repr_name((eb_repr_kind)kind));
     if (strict && !all_zero(p + EB_BP_RESERVED, EB_BUNDLE_POSTERIOR_SIZE - EB_BP_RESERVED))
         return bfail(b, err, EB_ERR_FORMAT,
-                     "section POSTERIOR: field 'reserved' (bytes 20..31) is not zero");
+                     "section POSTERIOR: field 'reserved' (bytes 24..31) is not zero");
     b->repr = (eb_repr_kind)kind;
     b->storage = (eb_storage_kind)storage;
+    b->head = (eb_head_kind)head;
     b->members = rd32(p + EB_BP_MEMBERS);
     b->nparams = rd64(p + EB_BP_NPARAMS);
     if (b->members == 0)
@@ -648,6 +738,7 @@ static eb_status parse_posterior(eb_bundle *b, const bsec *s, int strict, eb_err
     if (b->nparams == 0)
         return bfail(b, err, EB_ERR_FORMAT, "section POSTERIOR: field 'nparams' (K) is 0");
     b->rows = b->repr == EB_REPR_SAMPLES ? b->members : 1;
+    b->ntensors = b->repr == EB_REPR_GAUSSIAN ? 2 : 1;
     if (b->nparams > UINT64_MAX / sizeof(float) / b->rows)
         return bfail(b, err, EB_ERR_FORMAT,
                      "section POSTERIOR: %" PRIu32 " x %" PRIu64 " x 4 bytes of parameters "
@@ -655,95 +746,365 @@ static eb_status parse_posterior(eb_bundle *b, const bsec *s, int strict, eb_err
     return EB_OK;
 }
 
-/* One tensor the posterior header implies (PARAMS, MU or SIGMA): f32,
- * exactly rows x K x 4 bytes (parse_posterior proved the product fits),
- * all finite; SIGMA also non-negative. */
-static eb_status bind_tensor(eb_bundle *b, const bsec *sec, const char *name, uint32_t rows,
-                             unsigned flags, const float **out, eb_error *err)
+/* The sections a bundle may hold, by role (check_sections fills them). */
+typedef struct bsecs {
+    const bsec *meta, *arch, *post, *params, *mu, *sigma, *scales, *index, *groups, *rowptr;
+} bsecs;
+
+/* The dtype a section must have; name for messages. */
+static eb_status need_dtype(eb_bundle *b, const bsec *sec, const char *name, uint32_t dtype,
+                            eb_error *err)
 {
-    uint64_t need = (uint64_t)rows * b->nparams * sizeof(float);
-    const float *v;
+    if (sec->dtype != dtype)
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section %s: field 'dtype' is %" PRIu32 " (%s); storage %s needs %" PRIu32
+                     " (%s)", name, sec->dtype, dtype_name(sec->dtype),
+                     eb_storage_name(b->storage), dtype, dtype_name(dtype));
+    return EB_OK;
+}
+
+/* An auxiliary section of the storage kind: required by `owner` storage
+ * kinds, refused by the others (a file is never read as something it is
+ * not). present: whether this storage uses it. */
+static eb_status aux_presence(eb_bundle *b, const bsec *sec, const char *name, int used,
+                              const char *owners, eb_error *err)
+{
+    if (used && !sec)
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "storage '%s' needs a %s section and the file has none",
+                     eb_storage_name(b->storage), name);
+    if (!used && sec)
+        return bfail(b, err, EB_ERR_FORMAT, "section %s belongs to storage %s, not '%s'", name,
+                     owners, eb_storage_name(b->storage));
+    return EB_OK;
+}
+
+/* INT8: GROUPS u64 (G + 1): 0 = g[0] < g[1] < ... < g[G] = K. */
+static eb_status check_groups(eb_bundle *b, const bsec *sec, uint64_t *n_groups, eb_error *err)
+{
+    const unsigned char *p = b->data + sec->offset;
+    uint64_t n, prev;
+    eb_status st = need_dtype(b, sec, "GROUPS", EB_DTYPE_U64, err);
+    if (st)
+        return st;
+    if (sec->size % 8 != 0 || sec->size < 16)
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section GROUPS is %" PRIu64 " bytes; it must hold at least 2 u64 "
+                     "offsets (8 bytes each)", sec->size);
+    n = sec->size / 8;
+    prev = rd64(p);
+    if (prev != 0)
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section GROUPS: offset [0] is %" PRIu64 "; it must be 0", prev);
+    for (uint64_t i = 1; i < n; i++) {
+        uint64_t g = rd64(p + 8 * i);
+        if (g <= prev)
+            return bfail(b, err, EB_ERR_FORMAT,
+                         "section GROUPS: offset [%" PRIu64 "] is %" PRIu64 ", not above "
+                         "offset [%" PRIu64 "] %" PRIu64 " (offsets must increase)", i, g,
+                         i - 1, prev);
+        prev = g;
+    }
+    if (prev != b->nparams)
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section GROUPS: the last offset [%" PRIu64 "] is %" PRIu64
+                     "; it must be K = %" PRIu64, n - 1, prev, b->nparams);
+    *n_groups = n - 1;
+    return EB_OK;
+}
+
+/* INT8: SCALES f32 (tensors x rows, G), each finite and >= 0. */
+static eb_status check_scales(eb_bundle *b, const bsec *sec, uint64_t n_groups, unsigned flags,
+                              eb_error *err)
+{
+    uint64_t count, need;
+    const float *v = (const float *)(const void *)(b->data + sec->offset);
+    eb_status st = need_dtype(b, sec, "SCALES", EB_DTYPE_F32, err);
+    if (st)
+        return st;
+    if (mul64((uint64_t)b->ntensors * b->rows, n_groups, &count) || mul64(count, 4, &need))
+        return bfail(b, err, EB_ERR_FORMAT, "section SCALES: %d x %" PRIu32 " x %" PRIu64
+                     " scales overflow 64 bits", b->ntensors, b->rows, n_groups);
+    if (sec->size != need)
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section SCALES is %" PRIu64 " bytes but %s needs %d x %" PRIu32
+                     " x %" PRIu64 " groups x 4 = %" PRIu64, sec->size, eb_repr_name(b->repr),
+                     b->ntensors, b->rows, n_groups, need);
+    if (!(flags & EB_BUNDLE_SKIP_TENSOR_CHECK))
+        for (uint64_t i = 0; i < count; i++)
+            if (!isfinite(v[i]) || v[i] < 0.0f)
+                return bfail(b, err, isfinite(v[i]) ? EB_ERR_FORMAT : EB_ERR_NUMERIC,
+                             "section SCALES: scale [%" PRIu64 "][%" PRIu64 "] is %g; scales "
+                             "must be finite and not negative", i / n_groups, i % n_groups,
+                             (double)v[i]);
+    return EB_OK;
+}
+
+/* INDEX u32: SHARED_SPARSE: N indices, strictly increasing, < K. CSR:
+ * strictly increasing within each row of ROWPTR (checked first), < K.
+ * These checks are what make decoding memory-safe, so they run even with
+ * EB_BUNDLE_SKIP_TENSOR_CHECK. */
+static eb_status check_index(eb_bundle *b, const bsec *sec, const uint64_t *rowptr,
+                             uint64_t *n_index, eb_error *err)
+{
+    const uint32_t *ix = (const uint32_t *)(const void *)(b->data + sec->offset);
+    uint32_t nrows = b->storage == EB_STORE_CSR ? b->rows : 1;
+    uint64_t n;
+    eb_status st = need_dtype(b, sec, "INDEX", EB_DTYPE_U32, err);
+    if (st)
+        return st;
+    if (sec->size % 4 != 0)
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section INDEX is %" PRIu64 " bytes, not a whole number of u32 indices",
+                     sec->size);
+    n = sec->size / 4;
+    if (rowptr && rowptr[b->rows] != n)
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section ROWPTR: the last offset [%" PRIu32 "] is %" PRIu64 " but section "
+                     "INDEX holds %" PRIu64 " indices (nnz)", b->rows, rowptr[b->rows], n);
+    for (uint32_t r = 0; r < nrows; r++) {
+        uint64_t lo = rowptr ? rowptr[r] : 0, hi = rowptr ? rowptr[r + 1] : n;
+        for (uint64_t j = lo; j < hi; j++) {
+            if (ix[j] >= b->nparams)
+                return bfail(b, err, EB_ERR_FORMAT,
+                             "section INDEX: index [%" PRIu64 "] is %" PRIu32 ", not below K = %"
+                             PRIu64, j, ix[j], b->nparams);
+            if (j > lo && ix[j] <= ix[j - 1])
+                return bfail(b, err, EB_ERR_FORMAT,
+                             "section INDEX: index [%" PRIu64 "] is %" PRIu32 ", not above index "
+                             "[%" PRIu64 "] %" PRIu32 " (indices must increase%s)", j, ix[j],
+                             j - 1, ix[j - 1], rowptr ? " within a row" : "");
+        }
+    }
+    *n_index = n;
+    return EB_OK;
+}
+
+/* CSR: ROWPTR u64 (rows + 1): 0 = r[0] <= r[1] <= ... ; its end is checked
+ * against INDEX in check_index. */
+static eb_status check_rowptr(eb_bundle *b, const bsec *sec, const uint64_t **out, eb_error *err)
+{
+    const uint64_t *rp = (const uint64_t *)(const void *)(b->data + sec->offset);
+    uint64_t need = ((uint64_t)b->rows + 1) * 8;
+    eb_status st = need_dtype(b, sec, "ROWPTR", EB_DTYPE_U64, err);
+    if (st)
+        return st;
+    if (sec->size != need)
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section ROWPTR is %" PRIu64 " bytes but %s needs (%" PRIu32
+                     " rows + 1) x 8 = %" PRIu64, sec->size, eb_repr_name(b->repr), b->rows,
+                     need);
+    if (rp[0] != 0)
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section ROWPTR: offset [0] is %" PRIu64 "; it must be 0", rp[0]);
+    for (uint32_t r = 1; r <= b->rows; r++)
+        if (rp[r] < rp[r - 1] || rp[r] - rp[r - 1] > b->nparams)
+            return bfail(b, err, EB_ERR_FORMAT,
+                         "section ROWPTR: offset [%" PRIu32 "] is %" PRIu64 " after offset [%"
+                         PRIu32 "] %" PRIu64 " (offsets must not decrease, and a row holds at "
+                         "most K = %" PRIu64 ")", r, rp[r], r - 1, rp[r - 1], b->nparams);
+    *out = rp;
+    return EB_OK;
+}
+
+/* One value tensor (PARAMS, MU or SIGMA) in the bundle's storage: dtype,
+ * exact size (parse_posterior proved rows x K x 4 fits; N and nnz are
+ * below that), then unless skipped every value finite (f32, f16), no int8
+ * -128, SIGMA not negative. Fills the stored view's values. */
+static eb_status bind_tensor(eb_bundle *b, const bsec *sec, const char *name, int t,
+                             unsigned flags, eb_error *err)
+{
+    eb_bundle_stored *sv = &b->stored[t];
+    const uint32_t rows = sv->rows;
+    const int nonneg = t == EB_TENSOR_SIGMA;
+    uint32_t dtype = EB_DTYPE_F32, esize = 4;
+    uint64_t count, need;
+    const unsigned char *data;
+    eb_status st;
+
     if (!sec)
         return bfail(b, err, EB_ERR_FORMAT,
                      "representation '%s' needs a %s section and the file has none",
                      eb_repr_name(b->repr), name);
-    if (sec->dtype != EB_DTYPE_F32)
-        return bfail(b, err, EB_ERR_FORMAT,
-                     "section %s: field 'dtype' is %" PRIu32 " (%s); storage f32 needs 1 (f32)",
-                     name, sec->dtype, dtype_name(sec->dtype));
-    if (sec->size != need)
+    if (b->storage == EB_STORE_F16)
+        dtype = EB_DTYPE_F16, esize = 2;
+    else if (b->storage == EB_STORE_INT8)
+        dtype = EB_DTYPE_I8, esize = 1;
+    if ((st = need_dtype(b, sec, name, dtype, err)))
+        return st;
+    if (b->storage == EB_STORE_SHARED_SPARSE)
+        count = (uint64_t)rows * sv->n_index;
+    else if (b->storage == EB_STORE_CSR)
+        count = sv->n_index;
+    else
+        count = (uint64_t)rows * b->nparams;
+    need = count * esize;
+    if (sec->size != need) {
+        if (b->storage == EB_STORE_SHARED_SPARSE)
+            return bfail(b, err, EB_ERR_FORMAT,
+                         "section %s is %" PRIu64 " bytes but %s with N = %" PRIu64 " kept "
+                         "indices needs %" PRIu32 " x %" PRIu64 " x 4 = %" PRIu64 " (storage "
+                         "shared-sparse)", name, sec->size, eb_repr_name(b->repr), sv->n_index,
+                         rows, sv->n_index, need);
+        if (b->storage == EB_STORE_CSR)
+            return bfail(b, err, EB_ERR_FORMAT,
+                         "section %s is %" PRIu64 " bytes but %s with nnz = %" PRIu64
+                         " (section INDEX) needs %" PRIu64 " x 4 = %" PRIu64 " (storage csr)",
+                         name, sec->size, eb_repr_name(b->repr), sv->n_index, sv->n_index, need);
         return bfail(b, err, EB_ERR_FORMAT,
                      "section %s is %" PRIu64 " bytes but %s needs %" PRIu32 " x %" PRIu64
-                     " x 4 = %" PRIu64, name, sec->size, eb_repr_name(b->repr), rows, b->nparams,
-                     need);
-    /* data is 64-aligned (mmap, or checked by open_memory) and the offset is
-     * a multiple of 64, so this is an aligned float array. */
-    v = (const float *)(const void *)(b->data + sec->offset);
-    if (!(flags & EB_BUNDLE_SKIP_TENSOR_CHECK)) {
-        size_t total = (size_t)(need / sizeof(float));
-        const int nonneg = sec->type == EB_SEC_SIGMA;
-        for (size_t i = 0; i < total; i++) {
-            if (!isfinite(v[i]))
-                return bfail(b, err, EB_ERR_NUMERIC,
-                             "section %s: value [%zu][%zu] is %s; parameters must be finite",
-                             name, i / (size_t)b->nparams, i % (size_t)b->nparams,
-                             isnan(v[i]) ? "NaN" : "infinite");
-            if (nonneg && v[i] < 0.0f)
-                return bfail(b, err, EB_ERR_NUMERIC,
-                             "section %s: value [%zu] is %g; standard deviations must not be "
-                             "negative", name, i, (double)v[i]);
-        }
+                     " x %" PRIu32 " = %" PRIu64 "%s%s", name, sec->size, eb_repr_name(b->repr),
+                     rows, b->nparams, esize, need,
+                     b->storage == EB_STORE_F32 ? "" : " (storage ",
+                     b->storage == EB_STORE_F32 ? "" : b->storage == EB_STORE_F16 ? "f16)"
+                                                                                  : "int8)");
     }
-    *out = v;
+    /* data is 64-aligned (mmap, or checked by open_memory) and the offset is
+     * a multiple of 64, so the values are an aligned array of their type. */
+    data = b->data + sec->offset;
+    sv->values = data;
+    if (flags & EB_BUNDLE_SKIP_TENSOR_CHECK)
+        return EB_OK;
+    for (uint64_t i = 0; i < count; i++) {
+        float v;
+        if (b->storage == EB_STORE_INT8) {
+            const int8_t q = ((const int8_t *)(const void *)data)[i];
+            uint64_t r = i / b->nparams, k = i % b->nparams, g = 0, lo = 0, hi = sv->n_groups;
+            if (q == -128)
+                return bfail(b, err, EB_ERR_FORMAT,
+                             "section %s: value [%" PRIu64 "][%" PRIu64 "] is -128; int8 values "
+                             "are symmetric, -127..127", name, r, k);
+            if (!nonneg || q >= 0)
+                continue;
+            while (lo < hi) { /* the group of k: groups[g] <= k < groups[g + 1] */
+                uint64_t mid = lo + (hi - lo) / 2;
+                if (sv->groups[mid + 1] <= k)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            g = lo;
+            v = (float)q * sv->scales[r * sv->n_groups + g];
+        } else if (b->storage == EB_STORE_F16) {
+            v = eb_bundle__f16_to_f32(((const uint16_t *)(const void *)data)[i]);
+        } else {
+            v = ((const float *)(const void *)data)[i];
+        }
+        if (!isfinite(v)) {
+            /* (row, column) of the stored array; CSR values are one run */
+            const uint64_t cols = b->storage == EB_STORE_CSR ? count : count / rows;
+            return bfail(b, err, EB_ERR_NUMERIC,
+                         "section %s: value [%" PRIu64 "][%" PRIu64 "] is %s; parameters must "
+                         "be finite", name, i / cols, i % cols, isnan(v) ? "NaN" : "infinite");
+        }
+        if (nonneg && v < 0.0f)
+            return bfail(b, err, EB_ERR_NUMERIC,
+                         "section %s: value [%" PRIu64 "] is %g; standard deviations must not be "
+                         "negative", name, i, (double)v);
+    }
     return EB_OK;
 }
 
-/* The representation's tensors: PARAMS for samples and dropout, MU and
- * SIGMA for gaussian; a tensor of another representation is refused rather
- * than ignored, so a file is never read as something it is not. */
-static eb_status bind_params(eb_bundle *b, const bsec *params, const bsec *mu, const bsec *sigma,
-                             unsigned flags, eb_error *err)
+/* The representation's tensors (PARAMS for samples, dropout and
+ * distilled, MU and SIGMA for gaussian) and the storage kind's auxiliary
+ * sections (int8: GROUPS, SCALES; shared-sparse: INDEX; csr: ROWPTR,
+ * INDEX). A section of another representation or storage kind is refused
+ * rather than ignored, so a file is never read as something it is not. */
+static eb_status bind_params(eb_bundle *b, const bsecs *x, unsigned flags, eb_error *err)
 {
+    const eb_storage_kind sk = b->storage;
+    const float *scales = NULL;
+    const uint64_t *groups = NULL, *rowptr = NULL;
+    const uint32_t *index = NULL;
+    uint64_t n_groups = 0, n_index = 0;
     eb_status st;
-    if (b->repr != EB_REPR_GAUSSIAN) {
-        if (mu || sigma)
-            return bfail(b, err, EB_ERR_FORMAT,
-                         "section %s belongs to representation 'gaussian', not '%s'",
-                         mu ? "MU" : "SIGMA", eb_repr_name(b->repr));
-        return bind_tensor(b, params, "PARAMS", b->rows, flags, &b->params, err);
-    }
-    if (params)
+
+    if (b->repr != EB_REPR_GAUSSIAN && (x->mu || x->sigma))
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section %s belongs to representation 'gaussian', not '%s'",
+                     x->mu ? "MU" : "SIGMA", eb_repr_name(b->repr));
+    if (b->repr == EB_REPR_GAUSSIAN && x->params)
         return bfail(b, err, EB_ERR_FORMAT,
                      "section PARAMS does not belong to representation 'gaussian' (it has MU "
                      "and SIGMA)");
-    st = bind_tensor(b, mu, "MU", 1, flags, &b->params, err);
-    if (!st)
-        st = bind_tensor(b, sigma, "SIGMA", 1, flags, &b->sigma, err);
-    return st;
+    if ((st = aux_presence(b, x->groups, "GROUPS", sk == EB_STORE_INT8, "'int8'", err)) ||
+        (st = aux_presence(b, x->scales, "SCALES", sk == EB_STORE_INT8, "'int8'", err)) ||
+        (st = aux_presence(b, x->index, "INDEX",
+                           sk == EB_STORE_SHARED_SPARSE || sk == EB_STORE_CSR,
+                           "'shared-sparse' or 'csr'", err)) ||
+        (st = aux_presence(b, x->rowptr, "ROWPTR", sk == EB_STORE_CSR, "'csr'", err)))
+        return st;
+    if (sk == EB_STORE_INT8) {
+        if ((st = check_groups(b, x->groups, &n_groups, err)) ||
+            (st = check_scales(b, x->scales, n_groups, flags, err)))
+            return st;
+        groups = (const uint64_t *)(const void *)(b->data + x->groups->offset);
+        scales = (const float *)(const void *)(b->data + x->scales->offset);
+    }
+    if (sk == EB_STORE_CSR && (st = check_rowptr(b, x->rowptr, &rowptr, err)))
+        return st;
+    if (x->index) {
+        if ((st = check_index(b, x->index, rowptr, &n_index, err)))
+            return st;
+        index = (const uint32_t *)(const void *)(b->data + x->index->offset);
+    }
+    for (int t = 0; t < b->ntensors; t++) {
+        eb_bundle_stored *sv = &b->stored[t];
+        sv->kind = sk;
+        sv->rows = b->rows;
+        sv->k = b->nparams;
+        if (sk == EB_STORE_INT8) {
+            sv->scales = scales + (uint64_t)t * b->rows * n_groups;
+            sv->groups = groups;
+            sv->n_groups = n_groups;
+        }
+        sv->index = index;
+        sv->n_index = n_index;
+        sv->rowptr = rowptr;
+    }
+    if (b->repr == EB_REPR_GAUSSIAN) {
+        st = bind_tensor(b, x->mu, "MU", EB_TENSOR_PARAMS, flags, err);
+        if (!st)
+            st = bind_tensor(b, x->sigma, "SIGMA", EB_TENSOR_SIGMA, flags, err);
+    } else {
+        st = bind_tensor(b, x->params, "PARAMS", EB_TENSOR_PARAMS, flags, err);
+    }
+    if (st)
+        return st;
+    if (sk == EB_STORE_F32) {
+        b->params = b->stored[EB_TENSOR_PARAMS].values;
+        if (b->repr == EB_REPR_GAUSSIAN)
+            b->sigma = b->stored[EB_TENSOR_SIGMA].values;
+    }
+    return EB_OK;
 }
 
 /* Known sections: at most one each, right dtype; unknown ones: refused if
  * required, skipped otherwise. Then the typed contents. */
 static eb_status check_sections(eb_bundle *b, int strict, unsigned flags, eb_error *err)
 {
-    const bsec *meta = NULL, *arch = NULL, *post = NULL, *params = NULL, *mu = NULL,
-               *sigma = NULL;
-    size_t first[6] = {0, 0, 0, 0, 0, 0};
+    bsecs x;
+    size_t first[10] = {0};
     long unknown_required = -1;
     char lab[64];
     eb_status st;
 
+    memset(&x, 0, sizeof x);
     for (uint32_t i = 0; i < b->nsections; i++) {
         const bsec *s = &b->sections[i];
         const bsec **slot = NULL;
         size_t idx = 0;
         switch (s->type) {
-        case EB_SEC_META: slot = &meta; idx = 0; break;
-        case EB_SEC_ARCH: slot = &arch; idx = 1; break;
-        case EB_SEC_POSTERIOR: slot = &post; idx = 2; break;
-        case EB_SEC_PARAMS: slot = &params; idx = 3; break;
-        case EB_SEC_MU: slot = &mu; idx = 4; break;
-        case EB_SEC_SIGMA: slot = &sigma; idx = 5; break;
+        case EB_SEC_META: slot = &x.meta; idx = 0; break;
+        case EB_SEC_ARCH: slot = &x.arch; idx = 1; break;
+        case EB_SEC_POSTERIOR: slot = &x.post; idx = 2; break;
+        case EB_SEC_PARAMS: slot = &x.params; idx = 3; break;
+        case EB_SEC_MU: slot = &x.mu; idx = 4; break;
+        case EB_SEC_SIGMA: slot = &x.sigma; idx = 5; break;
+        case EB_SEC_SCALES: slot = &x.scales; idx = 6; break;
+        case EB_SEC_INDEX: slot = &x.index; idx = 7; break;
+        case EB_SEC_GROUPS: slot = &x.groups; idx = 8; break;
+        case EB_SEC_ROWPTR: slot = &x.rowptr; idx = 9; break;
         default:
             /* Optional and unknown: skipped (it was bounds- and CRC-checked). */
             if ((s->flags & EB_BUNDLE_FLAG_REQUIRED) && unknown_required < 0)
@@ -759,9 +1120,9 @@ static eb_status check_sections(eb_bundle *b, int strict, unsigned flags, eb_err
             return bfail(b, err, EB_ERR_FORMAT, "%s: field 'dtype' is %" PRIu32
                          "; it must be 0 (bytes)", slabel(lab, s, i), s->dtype);
     }
-    if (!post)
+    if (!x.post)
         return bfail(b, err, EB_ERR_FORMAT, "the required POSTERIOR section is missing");
-    st = parse_posterior(b, post, strict, err);
+    st = parse_posterior(b, x.post, strict, err);
     if (st)
         return st;
     if (unknown_required >= 0)
@@ -769,15 +1130,15 @@ static eb_status check_sections(eb_bundle *b, int strict, unsigned flags, eb_err
                      "%s is marked required but this reader does not implement its type "
                      "(written by a newer edgebayes?)",
                      slabel(lab, &b->sections[unknown_required], (size_t)unknown_required));
-    if (!arch)
+    if (!x.arch)
         return bfail(b, err, EB_ERR_FORMAT, "the required ARCH section is missing");
-    if (!meta)
+    if (!x.meta)
         return bfail(b, err, EB_ERR_FORMAT, "the required META section is missing");
-    st = bind_params(b, params, mu, sigma, flags, err);
+    st = bind_params(b, &x, flags, err);
     if (!st)
-        st = parse_arch(b, arch, err);
+        st = parse_arch(b, x.arch, err);
     if (!st)
-        st = parse_meta(b, meta, err);
+        st = parse_meta(b, x.meta, err);
     return st;
 }
 
@@ -933,6 +1294,63 @@ uint32_t eb_bundle_members(const eb_bundle *b) { return b->members; }
 uint64_t eb_bundle_nparams(const eb_bundle *b) { return b->nparams; }
 uint32_t eb_bundle_param_rows(const eb_bundle *b) { return b->rows; }
 const float *eb_bundle_params(const eb_bundle *b) { return b->params; }
+eb_head_kind eb_bundle_head(const eb_bundle *b) { return b->head; }
+
+void eb_bundle_stored_view(const eb_bundle *b, int tensor, eb_bundle_stored *out)
+{
+    if (tensor < 0 || tensor >= b->ntensors)
+        memset(out, 0, sizeof *out);
+    else
+        *out = b->stored[tensor];
+}
+
+eb_status eb_bundle_decode(const eb_bundle *b, int tensor, uint32_t row, float *dst,
+                           eb_error *err)
+{
+    const eb_bundle_stored *sv;
+    const uint64_t K = b->nparams;
+    if (tensor < 0 || tensor >= b->ntensors)
+        return eb_error_set(err, EB_ERR_ARG, "bundle '%s': a %s posterior has no tensor %d",
+                            b->name, eb_repr_name(b->repr), tensor);
+    sv = &b->stored[tensor];
+    if (row >= sv->rows)
+        return eb_error_set(err, EB_ERR_ARG, "bundle '%s': row %" PRIu32 " of %" PRIu32,
+                            b->name, row, sv->rows);
+    switch (sv->kind) {
+    case EB_STORE_F32:
+        memcpy(dst, (const float *)sv->values + (uint64_t)row * K, (size_t)K * sizeof *dst);
+        break;
+    case EB_STORE_F16: {
+        const uint16_t *h = (const uint16_t *)sv->values + (uint64_t)row * K;
+        for (uint64_t k = 0; k < K; k++)
+            dst[k] = eb_bundle__f16_to_f32(h[k]);
+        break;
+    }
+    case EB_STORE_INT8: {
+        const int8_t *q = (const int8_t *)sv->values + (uint64_t)row * K;
+        const float *scale = sv->scales + (uint64_t)row * sv->n_groups;
+        for (uint64_t g = 0; g < sv->n_groups; g++)
+            for (uint64_t k = sv->groups[g]; k < sv->groups[g + 1]; k++)
+                dst[k] = (float)q[k] * scale[g];
+        break;
+    }
+    case EB_STORE_SHARED_SPARSE: {
+        const float *v = (const float *)sv->values + (uint64_t)row * sv->n_index;
+        memset(dst, 0, (size_t)K * sizeof *dst);
+        for (uint64_t j = 0; j < sv->n_index; j++)
+            dst[sv->index[j]] = v[j];
+        break;
+    }
+    case EB_STORE_CSR: {
+        const float *v = sv->values;
+        memset(dst, 0, (size_t)K * sizeof *dst);
+        for (uint64_t j = sv->rowptr[row]; j < sv->rowptr[row + 1]; j++)
+            dst[sv->index[j]] = v[j];
+        break;
+    }
+    }
+    return EB_OK;
+}
 const float *eb_bundle_sigma(const eb_bundle *b) { return b->sigma; }
 size_t eb_bundle_meta_count(const eb_bundle *b) { return b->nmeta; }
 size_t eb_bundle_section_count(const eb_bundle *b) { return b->nsections; }
@@ -1000,6 +1418,10 @@ struct eb_bundle_writer {
     uint64_t nparams;
     const float *theta; /* (rows, nparams), borrowed; gaussian: mu */
     const float *sigma; /* gaussian: (nparams), borrowed; else NULL */
+    eb_head_kind head;  /* distilled: its head; else EB_HEAD_NONE */
+    eb_storage_kind storage; /* 0 until eb_bundle_writer_storage: f32 */
+    uint64_t *groups;   /* INT8: (n_groups + 1), owned copy */
+    size_t n_groups;
 };
 
 eb_status eb_bundle_writer_new(eb_bundle_writer **out, eb_error *err)
@@ -1018,6 +1440,7 @@ void eb_bundle_writer_free(eb_bundle_writer *w)
         eb_free(w->meta[i].key);
     eb_free(w->meta);
     eb_free(w->arch);
+    eb_free(w->groups);
     eb_free(w);
 }
 
@@ -1177,6 +1600,92 @@ eb_status eb_bundle_writer_gaussian(eb_bundle_writer *w, uint32_t default_draws,
     return st;
 }
 
+eb_status eb_bundle_writer_distilled(eb_bundle_writer *w, eb_head_kind head, uint32_t default_draws,
+                                     uint64_t K, const float *theta, eb_error *err)
+{
+    static const char fn[] = "eb_bundle_writer_distilled";
+    eb_status st;
+    if (w->has_posterior)
+        return eb_error_set(err, EB_ERR_ARG, "%s: the writer already holds a posterior", fn);
+    if (head < EB_HEAD_CATEGORICAL || head > EB_HEAD_DIRICHLET)
+        return eb_error_set(err, EB_ERR_ARG, "%s: head %d (%s) is not a student head; it must "
+                            "be categorical, gped or dirichlet", fn, (int)head, eb_head_name(head));
+    st = writer_posterior(w, fn, EB_REPR_DISTILLED, default_draws, K, theta, err);
+    if (!st)
+        w->head = head;
+    return st;
+}
+
+eb_status eb_bundle_writer_storage(eb_bundle_writer *w, eb_storage_kind kind,
+                                   const uint64_t *groups, size_t n_groups, eb_error *err)
+{
+    static const char fn[] = "eb_bundle_writer_storage";
+    const int T = w->repr == EB_REPR_GAUSSIAN ? 2 : 1;
+    const uint64_t K = w->nparams;
+    uint64_t *copy = NULL;
+
+    if (!w->has_posterior)
+        return eb_error_set(err, EB_ERR_ARG, "%s: set the posterior first (its values decide "
+                            "the encoding)", fn);
+    if (kind < EB_STORE_F32 || kind > EB_STORE_CSR)
+        return eb_error_set(err, EB_ERR_ARG, "%s: storage kind %d is unknown", fn, (int)kind);
+    if (kind != EB_STORE_INT8 && (groups || n_groups))
+        return eb_error_set(err, EB_ERR_ARG, "%s: groups are for int8 only (storage %s got %zu)",
+                            fn, eb_storage_name(kind), n_groups);
+    if (kind == EB_STORE_INT8) {
+        if (!groups || n_groups == 0)
+            return eb_error_set(err, EB_ERR_ARG, "%s: int8 needs groups (n_groups >= 1)", fn);
+        if (n_groups > K)
+            return eb_error_set(err, EB_ERR_ARG, "%s: %zu groups for K = %" PRIu64
+                                " parameters; each group holds at least one", fn, n_groups, K);
+        if (groups[0] != 0)
+            return eb_error_set(err, EB_ERR_ARG, "%s: groups[0] is %" PRIu64 "; it must be 0",
+                                fn, groups[0]);
+        for (size_t g = 1; g <= n_groups; g++)
+            if (groups[g] <= groups[g - 1])
+                return eb_error_set(err, EB_ERR_ARG, "%s: groups[%zu] = %" PRIu64 " is not above "
+                                    "groups[%zu] = %" PRIu64, fn, g, groups[g], g - 1,
+                                    groups[g - 1]);
+        if (groups[n_groups] != K)
+            return eb_error_set(err, EB_ERR_ARG, "%s: groups[%zu] is %" PRIu64 "; it must be K "
+                                "= %" PRIu64, fn, n_groups, groups[n_groups], K);
+    }
+    if (kind == EB_STORE_F16)
+        for (int t = 0; t < T; t++) {
+            const float *v = t == 0 ? w->theta : w->sigma;
+            for (uint64_t i = 0; i < (uint64_t)w->rows * K && (t == 0 || i < K); i++)
+                if ((eb_bundle__f32_to_f16(v[i]) & 0x7fffu) == 0x7c00u)
+                    return eb_error_set(err, EB_ERR_NUMERIC,
+                                        "%s: %s[%" PRIu64 "][%" PRIu64 "] = %g is beyond the f16 "
+                                        "range (|v| must round to at most 65504)", fn,
+                                        w->repr == EB_REPR_GAUSSIAN ? (t ? "sigma" : "mu")
+                                                                    : "theta",
+                                        i / K, i % K, (double)v[i]);
+        }
+    if ((kind == EB_STORE_SHARED_SPARSE || kind == EB_STORE_CSR) && K > UINT64_C(1) << 32)
+        for (int t = 0; t < T; t++) {
+            const float *v = t == 0 ? w->theta : w->sigma;
+            for (uint64_t r = 0; r < (t == 0 ? w->rows : 1u); r++)
+                for (uint64_t k = UINT64_C(1) << 32; k < K; k++)
+                    if (v[r * K + k] != 0.0f)
+                        return eb_error_set(err, EB_ERR_ARG,
+                                            "%s: value [%" PRIu64 "][%" PRIu64 "] is nonzero but "
+                                            "sparse indices are u32", fn, r, k);
+        }
+    if (kind == EB_STORE_INT8) {
+        copy = eb_malloc((n_groups + 1) * sizeof *copy);
+        if (!copy)
+            return eb_error_set(err, EB_ERR_NOMEM, "%s: out of memory copying %zu groups", fn,
+                                n_groups);
+        memcpy(copy, groups, (n_groups + 1) * sizeof *copy);
+    }
+    eb_free(w->groups);
+    w->groups = copy;
+    w->n_groups = kind == EB_STORE_INT8 ? n_groups : 0;
+    w->storage = kind;
+    return EB_OK;
+}
+
 static uint64_t align_up(uint64_t x)
 {
     return (x + EB_BUNDLE_ALIGN - 1) / EB_BUNDLE_ALIGN * EB_BUNDLE_ALIGN;
@@ -1195,9 +1704,203 @@ static int write_zeros(FILE *fp, uint64_t n)
     return 0;
 }
 
-/* Sections in the order written: the samples and dropout representations
- * have PARAMS as their fourth, gaussian has MU and SIGMA. */
-enum { W_META, W_ARCH, W_POSTERIOR, W_PARAMS, W_SIGMA, W_MAX };
+/* The encoded tensors of one write: what eb_bundle_write puts in the
+ * tensor sections for the writer's storage kind. Buffers are owned (freed
+ * by enc_free); for f32 the values point at the borrowed inputs. */
+typedef struct wenc {
+    const void *values[2]; /* per tensor (PARAMS or MU, SIGMA) */
+    uint64_t values_size[2];
+    uint32_t values_dtype;
+    void *owned[2];
+    float *scales;     /* INT8: (tensors x rows, groups) */
+    uint64_t scales_size;
+    uint32_t *index;   /* SHARED_SPARSE: (N); CSR: (nnz) */
+    uint64_t index_size;
+    uint64_t *rowptr;  /* CSR: (rows + 1) */
+    uint64_t rowptr_size;
+} wenc;
+
+static void enc_free(wenc *e)
+{
+    eb_free(e->owned[0]);
+    eb_free(e->owned[1]);
+    eb_free(e->scales);
+    eb_free(e->index);
+    eb_free(e->rowptr);
+}
+
+/* The source rows of tensor t: theta (rows, K), or sigma (1, K). */
+static const float *w_tensor(const eb_bundle_writer *w, int t)
+{
+    return t == 0 ? w->theta : w->sigma;
+}
+
+/* INT8, one row of one run: scale = max |v| / 127 (0 if all zero), q =
+ * round(v / scale) (half away from zero) clamped to [-127, 127]. A scale
+ * that underflows to 0 for a nonzero run stores zeros (|v| < 2e-43). */
+static float quantize_run(const float *v, int8_t *q, uint64_t n)
+{
+    float maxabs = 0.0f, scale;
+    for (uint64_t k = 0; k < n; k++)
+        if (fabsf(v[k]) > maxabs)
+            maxabs = fabsf(v[k]);
+    scale = maxabs / 127.0f;
+    for (uint64_t k = 0; k < n; k++) {
+        float r = scale > 0.0f ? roundf(v[k] / scale) : 0.0f;
+        q[k] = (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r);
+    }
+    return scale;
+}
+
+/* Encodes the writer's tensors for its storage kind. */
+static eb_status encode(const eb_bundle_writer *w, wenc *e, const char *path, eb_error *err)
+{
+    const int T = w->repr == EB_REPR_GAUSSIAN ? 2 : 1;
+    const uint64_t K = w->nparams, rows = w->rows, cells = rows * K;
+    const eb_storage_kind sk = w->storage ? w->storage : EB_STORE_F32;
+
+    memset(e, 0, sizeof *e);
+    switch (sk) {
+    case EB_STORE_F32:
+        e->values_dtype = EB_DTYPE_F32;
+        for (int t = 0; t < T; t++) {
+            e->values[t] = w_tensor(w, t);
+            e->values_size[t] = cells * sizeof(float);
+        }
+        return EB_OK;
+    case EB_STORE_F16:
+        e->values_dtype = EB_DTYPE_F16;
+        for (int t = 0; t < T; t++) {
+            const float *src = w_tensor(w, t);
+            uint16_t *h = eb_malloc((size_t)cells * sizeof *h);
+            if (!h)
+                goto nomem;
+            for (uint64_t i = 0; i < cells; i++)
+                h[i] = eb_bundle__f32_to_f16(src[i]);
+            e->owned[t] = h;
+            e->values[t] = h;
+            e->values_size[t] = cells * sizeof *h;
+        }
+        return EB_OK;
+    case EB_STORE_INT8: {
+        const uint64_t G = w->n_groups;
+        e->values_dtype = EB_DTYPE_I8;
+        e->scales = eb_malloc((size_t)(T * rows * G) * sizeof *e->scales);
+        if (!e->scales)
+            goto nomem;
+        e->scales_size = T * rows * G * sizeof *e->scales;
+        for (int t = 0; t < T; t++) {
+            const float *src = w_tensor(w, t);
+            int8_t *q = eb_malloc((size_t)cells);
+            if (!q)
+                goto nomem;
+            for (uint64_t r = 0; r < rows; r++)
+                for (uint64_t g = 0; g < G; g++) {
+                    const uint64_t lo = w->groups[g], n = w->groups[g + 1] - lo;
+                    e->scales[((uint64_t)t * rows + r) * G + g] =
+                        quantize_run(src + r * K + lo, q + r * K + lo, n);
+                }
+            e->owned[t] = q;
+            e->values[t] = q;
+            e->values_size[t] = cells;
+        }
+        return EB_OK;
+    }
+    case EB_STORE_SHARED_SPARSE: {
+        uint64_t N = 0, j = 0;
+        e->values_dtype = EB_DTYPE_F32;
+        /* the kept set: positions nonzero in any row of any tensor */
+        for (uint64_t k = 0; k < K; k++) {
+            int keep = 0;
+            for (int t = 0; t < T && !keep; t++)
+                for (uint64_t r = 0; r < rows && !keep; r++)
+                    keep = w_tensor(w, t)[r * K + k] != 0.0f;
+            N += (uint64_t)keep;
+        }
+        e->index = eb_malloc((size_t)(N ? N : 1) * sizeof *e->index);
+        if (!e->index)
+            goto nomem;
+        e->index_size = N * sizeof *e->index;
+        for (uint64_t k = 0; k < K; k++) {
+            int keep = 0;
+            for (int t = 0; t < T && !keep; t++)
+                for (uint64_t r = 0; r < rows && !keep; r++)
+                    keep = w_tensor(w, t)[r * K + k] != 0.0f;
+            if (keep)
+                e->index[j++] = (uint32_t)k; /* < 2^32: eb_bundle_writer_storage checked */
+        }
+        for (int t = 0; t < T; t++) {
+            const float *src = w_tensor(w, t);
+            float *v = eb_malloc((size_t)(rows * N > 0 ? rows * N : 1) * sizeof *v);
+            if (!v)
+                goto nomem;
+            for (uint64_t r = 0; r < rows; r++)
+                for (uint64_t i = 0; i < N; i++)
+                    v[r * N + i] = src[r * K + e->index[i]];
+            e->owned[t] = v;
+            e->values[t] = v;
+            e->values_size[t] = rows * N * sizeof *v;
+        }
+        return EB_OK;
+    }
+    case EB_STORE_CSR: {
+        uint64_t nnz = 0, j = 0;
+        e->values_dtype = EB_DTYPE_F32;
+        /* per row; gaussian (rows = 1): one pattern, where mu or sigma is nonzero */
+        e->rowptr = eb_malloc((size_t)(rows + 1) * sizeof *e->rowptr);
+        if (!e->rowptr)
+            goto nomem;
+        e->rowptr_size = (rows + 1) * sizeof *e->rowptr;
+        for (int pass = 0; pass < 2; pass++) {
+            j = 0;
+            for (uint64_t r = 0; r < rows; r++) {
+                if (pass == 1)
+                    e->rowptr[r] = j;
+                for (uint64_t k = 0; k < K; k++) {
+                    int keep = 0;
+                    for (int t = 0; t < T; t++)
+                        keep |= w_tensor(w, t)[r * K + k] != 0.0f;
+                    if (!keep)
+                        continue;
+                    if (pass == 1) {
+                        e->index[j] = (uint32_t)k;
+                        for (int t = 0; t < T; t++)
+                            ((float *)e->owned[t])[j] = w_tensor(w, t)[r * K + k];
+                    }
+                    j++;
+                }
+            }
+            if (pass == 0) {
+                nnz = j;
+                e->index = eb_malloc((size_t)(nnz ? nnz : 1) * sizeof *e->index);
+                if (!e->index)
+                    goto nomem;
+                e->index_size = nnz * sizeof *e->index;
+                for (int t = 0; t < T; t++) {
+                    e->owned[t] = eb_malloc((size_t)(nnz ? nnz : 1) * sizeof(float));
+                    if (!e->owned[t])
+                        goto nomem;
+                    e->values[t] = e->owned[t];
+                    e->values_size[t] = nnz * sizeof(float);
+                }
+            }
+        }
+        e->rowptr[rows] = nnz;
+        return EB_OK;
+    }
+    }
+    return eb_error_set(err, EB_ERR_INTERNAL, "cannot write bundle '%s': storage %d", path,
+                        (int)sk);
+nomem:
+    enc_free(e);
+    memset(e, 0, sizeof *e);
+    return eb_error_set(err, EB_ERR_NOMEM, "out of memory encoding bundle '%s' as %s", path,
+                        eb_storage_name(sk));
+}
+
+/* The most sections one bundle gets: META, ARCH, POSTERIOR, MU, SIGMA,
+ * SCALES, GROUPS (int8) or INDEX, ROWPTR (csr). */
+#define W_MAX 9
 
 eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err)
 {
@@ -1205,14 +1908,12 @@ eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err)
     unsigned char post[EB_BUNDLE_POSTERIOR_SIZE];
     const void *payload[W_MAX];
     uint64_t size[W_MAX], offset[W_MAX], pos;
-    uint32_t types[W_MAX] = {EB_SEC_META, EB_SEC_ARCH, EB_SEC_POSTERIOR, EB_SEC_PARAMS,
-                             EB_SEC_SIGMA};
-    static const uint32_t dtypes[W_MAX] = {EB_DTYPE_BYTES, EB_DTYPE_BYTES, EB_DTYPE_BYTES,
-                                           EB_DTYPE_F32, EB_DTYPE_F32};
-    const int nsec = w->repr == EB_REPR_GAUSSIAN ? W_MAX : W_SIGMA;
-    const size_t head_len = EB_BUNDLE_HEADER_SIZE + (size_t)nsec * EB_BUNDLE_ENTRY_SIZE;
+    uint32_t types[W_MAX], dtypes[W_MAX];
+    int nsec = 0;
+    size_t head_len;
     char *meta_text;
     size_t m = 0;
+    wenc enc;
     eb_tmpfile t;
     eb_status st;
 
@@ -1221,14 +1922,20 @@ eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err)
                             "(eb_bundle_writer_arch)", path);
     if (!w->has_posterior)
         return eb_error_set(err, EB_ERR_ARG, "cannot write bundle '%s': no posterior was set "
-                            "(eb_bundle_writer_samples, _dropout or _gaussian)", path);
+                            "(eb_bundle_writer_samples, _dropout, _gaussian or _distilled)",
+                            path);
     if (!host_is_little_endian())
         return eb_error_set(err, EB_ERR_UNSUPPORTED,
                             "cannot write bundle '%s': this host is big-endian", path);
 
+    st = encode(w, &enc, path, err);
+    if (st)
+        return st;
     meta_text = eb_malloc(w->meta_bytes);
-    if (!meta_text)
+    if (!meta_text) {
+        enc_free(&enc);
         return eb_error_set(err, EB_ERR_NOMEM, "out of memory writing bundle '%s'", path);
+    }
     for (size_t i = 0; i < w->nmeta; i++) {
         size_t kl = strlen(w->meta[i].key), vl = strlen(w->meta[i].value);
         memcpy(meta_text + m, w->meta[i].key, kl);
@@ -1242,27 +1949,47 @@ eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err)
     wr32(post + EB_BP_KIND, (uint32_t)w->repr);
     wr32(post + EB_BP_MEMBERS, w->members);
     wr64(post + EB_BP_NPARAMS, w->nparams);
-    wr32(post + EB_BP_STORAGE, EB_STORE_F32);
+    wr32(post + EB_BP_STORAGE, (uint32_t)(w->storage ? w->storage : EB_STORE_F32));
+    wr32(post + EB_BP_HEAD, (uint32_t)w->head);
 
-    payload[W_META] = meta_text;
-    size[W_META] = w->meta_bytes;
-    payload[W_ARCH] = w->arch;
-    size[W_ARCH] = w->arch_len;
-    payload[W_POSTERIOR] = post;
-    size[W_POSTERIOR] = sizeof post;
-    payload[W_PARAMS] = w->theta;
-    size[W_PARAMS] = (uint64_t)w->rows * w->nparams * sizeof(float);
+    /* Sections in increasing type order (the canonical layout). */
+#define W_ADD(ty, dt, pl, sz)                                                                      \
+    do {                                                                                           \
+        types[nsec] = (ty);                                                                        \
+        dtypes[nsec] = (dt);                                                                       \
+        payload[nsec] = (pl);                                                                      \
+        size[nsec] = (sz);                                                                         \
+        nsec++;                                                                                    \
+    } while (0)
+    W_ADD(EB_SEC_META, EB_DTYPE_BYTES, meta_text, w->meta_bytes);
+    W_ADD(EB_SEC_ARCH, EB_DTYPE_BYTES, w->arch, w->arch_len);
+    W_ADD(EB_SEC_POSTERIOR, EB_DTYPE_BYTES, post, sizeof post);
     if (w->repr == EB_REPR_GAUSSIAN) {
-        types[W_PARAMS] = EB_SEC_MU;
-        payload[W_SIGMA] = w->sigma;
-        size[W_SIGMA] = w->nparams * sizeof(float);
+        W_ADD(EB_SEC_MU, enc.values_dtype, enc.values[0], enc.values_size[0]);
+        W_ADD(EB_SEC_SIGMA, enc.values_dtype, enc.values[1], enc.values_size[1]);
+    } else {
+        W_ADD(EB_SEC_PARAMS, enc.values_dtype, enc.values[0], enc.values_size[0]);
     }
+    if (enc.scales) {
+        W_ADD(EB_SEC_SCALES, EB_DTYPE_F32, enc.scales, enc.scales_size);
+    }
+    if (enc.index) {
+        W_ADD(EB_SEC_INDEX, EB_DTYPE_U32, enc.index, enc.index_size);
+    }
+    if (enc.scales) {
+        W_ADD(EB_SEC_GROUPS, EB_DTYPE_U64, w->groups, (w->n_groups + 1) * sizeof *w->groups);
+    }
+    if (enc.rowptr) {
+        W_ADD(EB_SEC_ROWPTR, EB_DTYPE_U64, enc.rowptr, enc.rowptr_size);
+    }
+#undef W_ADD
+    head_len = EB_BUNDLE_HEADER_SIZE + (size_t)nsec * EB_BUNDLE_ENTRY_SIZE;
 
     /* Layout: header, table right after it, then the sections in table
      * order, each at the next multiple of 64; the file ends where the last
-     * (the big tensor) ends. Every unused byte is zero. */
+     * ends. Every unused byte is zero. */
     memset(head, 0, sizeof head);
-    pos = EB_BUNDLE_HEADER_SIZE + nsec * EB_BUNDLE_ENTRY_SIZE;
+    pos = head_len;
     for (int i = 0; i < nsec; i++) {
         unsigned char *e = head + EB_BUNDLE_HEADER_SIZE + i * EB_BUNDLE_ENTRY_SIZE;
         offset[i] = align_up(pos);
@@ -1281,12 +2008,13 @@ eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err)
     wr64(head + EB_BH_FILE_SIZE, pos);
     wr64(head + EB_BH_TABLE_OFFSET, EB_BUNDLE_HEADER_SIZE);
     wr32(head + EB_BH_TABLE_CRC, eb_bundle__crc32(0, head + EB_BUNDLE_HEADER_SIZE,
-                                                  nsec * EB_BUNDLE_ENTRY_SIZE));
+                                                  (uint64_t)nsec * EB_BUNDLE_ENTRY_SIZE));
     wr32(head + EB_BH_HEADER_CRC, eb_bundle__crc32(0, head, EB_BUNDLE_HEADER_SIZE));
 
     st = eb_tmpfile_open(&t, path, err);
     if (st) {
         eb_free(meta_text);
+        enc_free(&enc);
         return eb_error_prefix(err, "cannot write bundle: ");
     }
     pos = head_len;
@@ -1298,13 +2026,13 @@ eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err)
             st = EB_ERR_IO;
         pos = offset[i] + size[i];
     }
+    eb_free(meta_text);
+    enc_free(&enc);
     if (st) {
         int e = errno; /* before abort's fclose/unlink can change it */
         eb_tmpfile_abort(&t);
-        eb_free(meta_text);
         return eb_error_set(err, EB_ERR_IO, "cannot write bundle '%s': %s", path, strerror(e));
     }
-    eb_free(meta_text);
     /* Flush, fsync, rename; on failure the temporary file is removed. */
     return eb_tmpfile_commit(&t, err);
 }

@@ -57,24 +57,26 @@ enum {
     EB_BP_MEMBERS = 4,  /* u32 S */
     EB_BP_NPARAMS = 8,  /* u64 K */
     EB_BP_STORAGE = 16, /* u32 eb_storage_kind */
-    EB_BP_RESERVED = 20 /* u8[12], zero */
+    EB_BP_HEAD = 20,    /* u32 eb_head_kind (1.1; reserved zero in 1.0): distilled only */
+    EB_BP_RESERVED = 24 /* u8[8], zero */
 };
 
-/* Section types. 1-15: structure and text; 16 and up: tensors. The
- * reserved ones are documented now so later storage kinds and
- * representations fit without a new major version; until implemented,
- * this reader treats them as unknown (refused if marked required). Types
- * from 0x80000000 are never assigned: free for private experiments. */
+/* Section types. 1-15: structure and text; 16 and up: tensors. HEAD is
+ * reserved (1.1 keeps the head kind in POSTERIOR and the head's weights in
+ * theta); this reader treats it as unknown (refused if marked required).
+ * Types from 0x80000000 are never assigned: free for private experiments. */
 enum {
     EB_SEC_META = 1,
     EB_SEC_ARCH = 2,
     EB_SEC_POSTERIOR = 3,
-    EB_SEC_PARAMS = 16, /* values: (S, K) samples, (1, K) dropout/distilled */
-    EB_SEC_MU = 17,     /* reserved: gaussian mean (K) */
-    EB_SEC_SIGMA = 18,  /* reserved: gaussian standard deviation (K) */
-    EB_SEC_SCALES = 19, /* reserved: int8 per-channel scales, f32 (rows, channels) */
-    EB_SEC_INDEX = 20,  /* reserved: shared-sparse index set, u32 (N) */
-    EB_SEC_HEAD = 21    /* reserved: distilled head */
+    EB_SEC_PARAMS = 16, /* values: (S, K) samples, (1, K) dropout/distilled; sparse: see docs */
+    EB_SEC_MU = 17,     /* gaussian mean (K), stored like PARAMS */
+    EB_SEC_SIGMA = 18,  /* gaussian standard deviation (K), stored like PARAMS */
+    EB_SEC_SCALES = 19, /* int8: f32 (tensors x rows, groups) */
+    EB_SEC_INDEX = 20,  /* shared-sparse: u32 (N); csr: u32 (nnz) */
+    EB_SEC_HEAD = 21,   /* reserved: distilled head */
+    EB_SEC_GROUPS = 22, /* int8: u64 (groups + 1) offsets 0 .. K */
+    EB_SEC_ROWPTR = 23  /* csr: u64 (rows + 1) offsets 0 .. nnz */
 };
 
 /* Element types of a section's payload (entry field dtype). */
@@ -83,7 +85,8 @@ enum {
     EB_DTYPE_F32 = 1,
     EB_DTYPE_F16 = 2,
     EB_DTYPE_I8 = 3,
-    EB_DTYPE_U32 = 4
+    EB_DTYPE_U32 = 4,
+    EB_DTYPE_U64 = 5 /* 1.1 */
 };
 
 /* Internal open flag: CRC mismatches are not fatal. Only the fuzz target
@@ -95,6 +98,12 @@ enum {
 /* eb_bundle_open_memory with internal flags allowed. */
 eb_status eb_bundle__open_memory(const void *data, size_t len, const char *name, unsigned flags,
                                  eb_bundle **out, eb_error *err);
+
+/* IEEE binary16 <-> binary32. to_f16 rounds to nearest even (overflow
+ * gives infinity, NaN stays NaN); from_f16 is exact. Shared with the tests,
+ * which check them against an independent reference. */
+uint16_t eb_bundle__f32_to_f16(float v);
+float eb_bundle__f16_to_f32(uint16_t h);
 
 /* zlib's crc32 over any length (zlib takes uInt lengths). */
 uint32_t eb_bundle__crc32(uint32_t crc, const void *data, uint64_t len);

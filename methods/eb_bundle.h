@@ -28,22 +28,23 @@
 /* The format version this code writes; it reads any file with this major
  * and any minor (higher minors only add what an older reader may skip). */
 #define EB_BUNDLE_FORMAT_MAJOR 1
-#define EB_BUNDLE_FORMAT_MINOR 0
+#define EB_BUNDLE_FORMAT_MINOR 1
 
-/* Posterior representations (the POSTERIOR section's `kind`). SAMPLES,
- * GAUSSIAN and DROPOUT are implemented; a file holding another one is
+/* Posterior representations (the POSTERIOR section's `kind`). All four
+ * are implemented by the file format (1.1); a file holding another one is
  * refused with EB_ERR_UNSUPPORTED. */
 typedef enum eb_repr_kind {
     EB_REPR_SAMPLES = 1,   /* S members, S x K values (ensembles, MCMC, snapshots) */
     EB_REPR_GAUSSIAN = 2,  /* mean-field: mu[K], sigma[K] (VI), sampled at prediction */
     EB_REPR_DROPOUT = 3,   /* theta[K]; rates live in the architecture spec */
-    EB_REPR_DISTILLED = 4  /* one student network with its head; reserved */
+    EB_REPR_DISTILLED = 4  /* one student network theta[K] with its head (eb_head_kind) */
 } eb_repr_kind;
 
-/* How the values are stored. */
+/* How the values are stored (format 1.1 implements all five; see
+ * docs/bundle-format.md for the sections each one uses). */
 typedef enum eb_storage_kind {
     EB_STORE_F32 = 1,
-    EB_STORE_F16 = 2,
+    EB_STORE_F16 = 2,           /* IEEE binary16, round to nearest even */
     EB_STORE_INT8 = 3,          /* int8 values + one f32 scale per (row, group) */
     EB_STORE_SHARED_SPARSE = 4, /* one index set for all S members + S value rows */
     EB_STORE_CSR = 5            /* per-member compressed sparse rows */
@@ -61,6 +62,8 @@ typedef enum eb_head_kind {
 const char *eb_repr_name(eb_repr_kind kind);
 /* "f32", "f16", "int8", "shared-sparse", "csr"; "unknown" otherwise. */
 const char *eb_storage_name(eb_storage_kind kind);
+/* "none", "categorical", "gped", "dirichlet"; "unknown" otherwise. */
+const char *eb_head_name(eb_head_kind head);
 
 /* ---- reading ---------------------------------------------------------- */
 
@@ -112,20 +115,58 @@ const char *eb_bundle_arch(const eb_bundle *b);
 eb_repr_kind eb_bundle_repr(const eb_bundle *b);
 eb_storage_kind eb_bundle_storage(const eb_bundle *b);
 /* S: the number of members (samples) or the default number of stochastic
- * draws (dropout, gaussian). Always >= 1. */
+ * draws (dropout, gaussian, distilled). Always >= 1. */
 uint32_t eb_bundle_members(const eb_bundle *b);
 /* K: parameters per member. Always >= 1. */
 uint64_t eb_bundle_nparams(const eb_bundle *b);
-/* Rows of eb_bundle_params: S for samples, 1 for dropout and gaussian. */
+/* Rows of eb_bundle_params: S for samples, 1 for dropout, gaussian and
+ * distilled. */
 uint32_t eb_bundle_param_rows(const eb_bundle *b);
-/* The values, row-major (rows, K): (S, K) for samples, (1, K) for dropout,
- * the means mu (1, K) for gaussian. Points into the map (no copy), aligned
- * to 64 bytes, valid until close. */
+/* The values, row-major (rows, K): (S, K) for samples, (1, K) for dropout
+ * and distilled, the means mu (1, K) for gaussian. Points into the map (no
+ * copy), aligned to 64 bytes, valid until close. Only for f32 storage:
+ * NULL for every other storage kind (use eb_bundle_decode, or
+ * eb_bundle_stored_view for the stored form). */
 const float *eb_bundle_params(const eb_bundle *b);
-/* gaussian: the standard deviations sigma (K), each >= 0 (unless opened
- * with EB_BUNDLE_SKIP_TENSOR_CHECK), into the map like params; NULL for
- * other representations. */
+/* gaussian with f32 storage: the standard deviations sigma (K), each >= 0
+ * (unless opened with EB_BUNDLE_SKIP_TENSOR_CHECK), into the map like
+ * params; NULL for other representations and other storage kinds. */
 const float *eb_bundle_sigma(const eb_bundle *b);
+
+/* The head of a distilled bundle (never EB_HEAD_NONE for one);
+ * EB_HEAD_NONE for every other representation. */
+eb_head_kind eb_bundle_head(const eb_bundle *b);
+
+/* The tensors of a posterior: the values (params; mu for gaussian) and,
+ * for gaussian only, sigma. */
+enum { EB_TENSOR_PARAMS = 0 /* params, or mu for gaussian */, EB_TENSOR_SIGMA = 1 };
+
+/* Decodes row `row` (< eb_bundle_param_rows) of a tensor into dst (K) as
+ * dense f32, whatever the storage: f16 widened, int8 times its group's
+ * scale, zeros where a sparse kind stores nothing. EB_ERR_ARG for a tensor
+ * the representation lacks (SIGMA outside gaussian) or a row out of range.
+ * Reads only validated sections, so it is safe on any opened bundle. */
+eb_status eb_bundle_decode(const eb_bundle *b, int tensor, uint32_t row,
+                           float *dst /* (K) */, eb_error *err);
+
+/* The stored form of one tensor, for kernels that use it in place: every
+ * pointer points into the map (valid until close) and was validated at
+ * open. Fields a storage kind does not use are 0 / NULL. */
+typedef struct eb_bundle_stored {
+    eb_storage_kind kind; uint32_t rows; uint64_t k;
+    const void *values;      /* f32, f16 (uint16_t bits) or int8_t, per kind:
+                              * dense kinds (rows, K); SHARED_SPARSE (rows, N);
+                              * CSR (nnz), row r at [rowptr[r], rowptr[r+1]) */
+    const float *scales;     /* INT8: (rows, n_groups) */
+    const uint64_t *groups;  /* INT8: n_groups + 1 offsets, 0 .. K, increasing */
+    uint64_t n_groups;
+    const uint32_t *index;   /* SHARED_SPARSE: N; CSR: nnz */
+    uint64_t n_index;
+    const uint64_t *rowptr;  /* CSR: rows + 1 */
+} eb_bundle_stored;
+/* Fills *out for tensor EB_TENSOR_PARAMS or EB_TENSOR_SIGMA; for a tensor
+ * the representation lacks, *out is all zero (kind 0, values NULL). */
+void eb_bundle_stored_view(const eb_bundle *b, int tensor, eb_bundle_stored *out);
 
 /* Metadata, sorted by key (bytewise), keys unique. meta_get returns the
  * value or NULL if absent. Strings are owned by the handle. */
@@ -137,9 +178,10 @@ void eb_bundle_meta_at(const eb_bundle *b, size_t i, const char **key, const cha
 /* One row of the section table, in table order (for `edgebayes inspect`). */
 typedef struct eb_bundle_section {
     uint32_t type;          /* section type number */
-    const char *type_name;  /* "META", "ARCH", "POSTERIOR", "PARAMS", ... or "unknown" */
+    const char *type_name;  /* "META", "ARCH", "POSTERIOR", "PARAMS", "MU", "SIGMA",
+                             * "SCALES", "INDEX", "HEAD", "GROUPS", "ROWPTR" or "unknown" */
     uint32_t dtype;         /* element type of the payload */
-    const char *dtype_name; /* "bytes", "f32", "f16", "i8", "u32" or "unknown" */
+    const char *dtype_name; /* "bytes", "f32", "f16", "i8", "u32", "u64" or "unknown" */
     uint32_t flags;         /* bit 0: required */
     uint64_t offset;        /* from the start of the file; a multiple of 64 */
     uint64_t size;          /* payload bytes, padding excluded */
@@ -189,6 +231,33 @@ eb_status eb_bundle_writer_dropout(eb_bundle_writer *w, uint32_t default_draws, 
 eb_status eb_bundle_writer_gaussian(eb_bundle_writer *w, uint32_t default_draws, uint64_t K,
                                     const float *mu /* (K) */, const float *sigma /* (K) */,
                                     eb_error *err);
+
+/* Distilled: one student theta (K) with its head; default_draws as for
+ * dropout (the S a prediction uses by default). theta is borrowed like the
+ * others' values, finite; head is CATEGORICAL, GPED or DIRICHLET (EB_ERR_ARG
+ * otherwise). */
+eb_status eb_bundle_writer_distilled(eb_bundle_writer *w, eb_head_kind head, uint32_t default_draws,
+                                     uint64_t K, const float *theta /* (K) */, eb_error *err);
+
+/* Chooses how the posterior's values are stored (default F32); call after
+ * the posterior setter, before eb_bundle_write. groups: for INT8 only (NULL
+ * otherwise), n_groups + 1 increasing offsets from 0 to K; each run
+ * [groups[g], groups[g+1]) shares one scale per row. The groups are copied.
+ * May be called again to choose another kind. Errors: EB_ERR_ARG (no
+ * posterior yet, unknown kind, bad groups, a sparse kind with a nonzero at
+ * an index >= 2^32), EB_ERR_NUMERIC (F16: a finite value beyond the f16
+ * range, named by row and index). Each row of each tensor (gaussian: mu and
+ * sigma) is stored with the kind:
+ *   F16: round to nearest even;
+ *   INT8: scale(row, g) = max |v| over the run / 127 (0 if all zero),
+ *         q = round(v / scale) clamped to [-127, 127];
+ *   SHARED_SPARSE: one index set, the positions nonzero in any row of any
+ *         tensor, and (rows, N) values;
+ *   CSR: per row, the nonzero positions and their values (gaussian: one
+ *         pattern for mu and sigma, the positions where either is nonzero).
+ * -0.0 counts as zero for the sparse kinds (it decodes as +0.0). */
+eb_status eb_bundle_writer_storage(eb_bundle_writer *w, eb_storage_kind kind,
+                                   const uint64_t *groups, size_t n_groups, eb_error *err);
 
 /* Writes the bundle to `path` through a temporary file in the same
  * directory, fsynced, then renamed over `path`: on any failure no partial

@@ -169,19 +169,34 @@ eb_status eb_sgd_train(const eb_arch *arch, const eb_dataset *data, const eb_sgd
 
 /* ---- Posteriors: prediction from a bundle --------------------------- */
 
-/* A validated view of a bundle's posterior; params point into the
- * bundle's map (the bundle must stay open). */
+/* A validated view of a bundle's posterior as dense f32. For f32 storage
+ * params and sigma point into the bundle's map (the bundle must stay
+ * open); for every other storage kind eb_posterior_from_bundle decodes
+ * them into `owned`, one 64-byte-aligned buffer the posterior holds until
+ * eb_posterior_release. */
 typedef struct eb_posterior {
     eb_arch arch;
     eb_repr_kind repr;
     uint32_t members;       /* S rows for samples; default draws otherwise */
     size_t k;               /* K */
-    const float *params;    /* (members, K) for samples; (K) for dropout; mu (K) for gaussian */
+    const float *params;    /* (members, K) for samples; (K) for dropout and distilled;
+                             * mu (K) for gaussian */
     const float *sigma;     /* gaussian: the standard deviations (K); NULL otherwise */
+    eb_storage_kind storage; /* how the bundle stores the values */
+    eb_head_kind head;      /* distilled: the student's head; EB_HEAD_NONE otherwise */
+    float *owned;           /* non-f32 storage: the decoded params (then sigma); else NULL */
 } eb_posterior;
 
-/* Checks that the architecture parses and its K matches the bundle's. */
+/* Checks that the architecture parses and its K matches the bundle's, and
+ * decodes non-f32 storage (EB_ERR_NOMEM if the dense values do not fit).
+ * Distilled bundles are accepted (head filled in); predicting them is not
+ * implemented yet (eb_predictor_new refuses them). On failure nothing is
+ * held. Every posterior it fills is released with eb_posterior_release
+ * (safe after a failure too). */
 eb_status eb_posterior_from_bundle(const eb_bundle *b, eb_posterior *p, eb_error *err);
+/* Frees the decoded values (no-op for f32 storage) and clears params and
+ * sigma; the posterior cannot predict afterwards. */
+void eb_posterior_release(eb_posterior *p);
 
 /* The S a prediction with S = 0 uses. */
 uint32_t eb_posterior_default_draws(const eb_posterior *p);

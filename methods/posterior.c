@@ -1,30 +1,61 @@
-/* posterior.c: a validated view of a bundle's posterior and prediction of
+/* posterior.c: a validated view of a bundle's posterior (decoded to dense
+ * f32 when the bundle stores f16, int8 or sparse values) and prediction of
  * member probabilities p[n][s][c] from it: samples (member s), dropout
  * (pass s with keyed masks) and gaussian (weights mu + sigma * eps drawn
- * per draw from a keyed stream). */
+ * per draw from a keyed stream). Distilled posteriors are viewed but not
+ * yet predicted. */
 #include <string.h>
 
 #include "common/eb_alloc.h"
 #include "methods/eb_methods.h"
 #include "methods/eb_samplers.h"
 
-eb_status eb_posterior_from_bundle(const eb_bundle *b, eb_posterior *p, eb_error *err)
+/* Decodes every row of the bundle's tensors into one owned, 64-byte
+ * aligned buffer: params (rows, K) then, for gaussian, sigma (K). */
+static eb_status decode_owned(const eb_bundle *b, eb_posterior *p, eb_error *err)
+{
+    const uint32_t rows = eb_bundle_param_rows(b);
+    const int gaussian = p->repr == EB_REPR_GAUSSIAN;
+    size_t cells, bytes;
+    eb_status st;
+    if (eb_size_mul((size_t)rows + (size_t)gaussian, p->k, &cells) ||
+        eb_size_mul(cells, sizeof(float), &bytes))
+        return eb_error_set(err, EB_ERR_NOMEM, "%s: %u x %zu decoded parameters overflow memory",
+                            eb_bundle_path(b), rows + (unsigned)gaussian, p->k);
+    p->owned = eb_malloc_aligned(64, bytes);
+    if (!p->owned)
+        return eb_error_set(err, EB_ERR_NOMEM, "%s: out of memory decoding %zu parameters "
+                            "stored as %s", eb_bundle_path(b), cells,
+                            eb_storage_name(p->storage));
+    for (uint32_t r = 0; r < rows; r++)
+        if ((st = eb_bundle_decode(b, EB_TENSOR_PARAMS, r, p->owned + (size_t)r * p->k, err)))
+            return st;
+    if (gaussian &&
+        (st = eb_bundle_decode(b, EB_TENSOR_SIGMA, 0, p->owned + (size_t)rows * p->k, err)))
+        return st;
+    p->params = p->owned;
+    p->sigma = gaussian ? p->owned + (size_t)rows * p->k : NULL;
+    return EB_OK;
+}
+
+static eb_status from_bundle(const eb_bundle *b, eb_posterior *p, eb_error *err)
 {
     eb_status st;
-    memset(p, 0, sizeof *p);
     st = eb_arch_parse(eb_bundle_arch(b), &p->arch, err);
     if (st)
         return eb_error_prefix(err, "%s: ", eb_bundle_path(b));
     p->repr = eb_bundle_repr(b);
     p->members = eb_bundle_members(b);
     p->k = (size_t)eb_bundle_nparams(b);
-    p->params = eb_bundle_params(b);
-    p->sigma = eb_bundle_sigma(b);
-    if (p->k != p->arch.n_params)
+    p->storage = eb_bundle_storage(b);
+    p->head = eb_bundle_head(b);
+    if ((uint64_t)p->k != eb_bundle_nparams(b) || p->k != p->arch.n_params)
         return eb_error_set(err, EB_ERR_FORMAT,
-                            "%s: the posterior holds %zu parameters per member but its "
-                            "architecture needs %zu", eb_bundle_path(b), p->k, p->arch.n_params);
-    if (p->repr != EB_REPR_SAMPLES && p->repr != EB_REPR_DROPOUT && p->repr != EB_REPR_GAUSSIAN)
+                            "%s: the posterior holds %llu parameters per member but its "
+                            "architecture needs %zu", eb_bundle_path(b),
+                            (unsigned long long)eb_bundle_nparams(b), p->arch.n_params);
+    if (p->repr != EB_REPR_SAMPLES && p->repr != EB_REPR_DROPOUT && p->repr != EB_REPR_GAUSSIAN &&
+        p->repr != EB_REPR_DISTILLED)
         return eb_error_set(err, EB_ERR_UNSUPPORTED,
                             "%s: representation '%s' cannot be predicted by this version",
                             eb_bundle_path(b), eb_repr_name(p->repr));
@@ -32,6 +63,12 @@ eb_status eb_posterior_from_bundle(const eb_bundle *b, eb_posterior *p, eb_error
         return eb_error_set(err, EB_ERR_FORMAT,
                             "%s: a dropout posterior whose architecture has no dropout layer",
                             eb_bundle_path(b));
+    if (p->storage == EB_STORE_F32) {
+        p->params = eb_bundle_params(b);
+        p->sigma = eb_bundle_sigma(b);
+    } else if ((st = decode_owned(b, p, err))) {
+        return st;
+    }
     if (p->repr == EB_REPR_GAUSSIAN && !p->sigma)
         return eb_error_set(err, EB_ERR_FORMAT, "%s: a gaussian posterior without sigma",
                             eb_bundle_path(b));
@@ -39,6 +76,26 @@ eb_status eb_posterior_from_bundle(const eb_bundle *b, eb_posterior *p, eb_error
         return eb_error_set(err, EB_ERR_FORMAT, "%s: the posterior has no parameters",
                             eb_bundle_path(b));
     return EB_OK;
+}
+
+eb_status eb_posterior_from_bundle(const eb_bundle *b, eb_posterior *p, eb_error *err)
+{
+    eb_status st;
+    memset(p, 0, sizeof *p);
+    st = from_bundle(b, p, err);
+    if (st)
+        eb_posterior_release(p);
+    return st;
+}
+
+void eb_posterior_release(eb_posterior *p)
+{
+    if (!p || !p->owned)
+        return;
+    eb_free_aligned(p->owned);
+    p->owned = NULL;
+    p->params = NULL;
+    p->sigma = NULL;
 }
 
 uint32_t eb_posterior_default_draws(const eb_posterior *p)
@@ -67,6 +124,12 @@ eb_status eb_predictor_new(const eb_posterior *p, int max_batch, uint32_t max_dr
     size_t probs_len;
 
     *out = NULL;
+    /* Distilled students predict through their head (a different
+     * computation from member draws); not implemented here yet. */
+    if (p->repr == EB_REPR_DISTILLED)
+        return eb_error_set(err, EB_ERR_UNSUPPORTED,
+                            "prediction from a distilled posterior (head '%s') is not "
+                            "implemented yet", eb_head_name(p->head));
     if (max_draws == 0)
         max_draws = eb_posterior_default_draws(p);
     if (p->repr == EB_REPR_SAMPLES && max_draws > p->members)

@@ -11,8 +11,9 @@ static void usage(FILE *fp)
 {
     fprintf(fp, "usage: edgebayes inspect FILE [--json]\n"
                 "\n"
-                "Validates a bundle and prints its architecture, representation, S, K,\n"
-                "bytes per section and metadata.\n"
+                "Validates a bundle and prints its architecture, representation (with the\n"
+                "head of a distilled one), storage (int8 scale groups, kept indices N of\n"
+                "shared-sparse, nonzeros of csr), S, K, bytes per section and metadata.\n"
                 "\n"
                 "  --json      machine-readable output\n"
                 "  -h, --help  this help\n");
@@ -27,6 +28,7 @@ int eb_cmd_inspect(int argc, char **argv)
     eb_bundle *b;
     eb_posterior post;
     eb_error err;
+    eb_bundle_stored sv;
     unsigned major, minor;
     char arch_text[EB_ARCH_TEXT_MAX];
 
@@ -48,7 +50,9 @@ int eb_cmd_inspect(int argc, char **argv)
         return eb_cli_fail("inspect", &err);
     }
     eb_bundle_version(b, &major, &minor);
+    eb_bundle_stored_view(b, EB_TENSOR_PARAMS, &sv);
     if (eb_arch_format(&post.arch, arch_text, sizeof arch_text, &err)) {
+        eb_posterior_release(&post);
         eb_bundle_close(b);
         return eb_cli_fail("inspect", &err);
     }
@@ -60,6 +64,14 @@ int eb_cmd_inspect(int argc, char **argv)
         eb_cli_json_string(stdout, eb_repr_name(post.repr));
         printf(", \"storage\": ");
         eb_cli_json_string(stdout, eb_storage_name(eb_bundle_storage(b)));
+        printf(", \"head\": ");
+        eb_cli_json_string(stdout, eb_head_name(eb_bundle_head(b)));
+        if (sv.kind == EB_STORE_INT8)
+            printf(", \"groups\": %llu", (unsigned long long)sv.n_groups);
+        if (sv.kind == EB_STORE_SHARED_SPARSE)
+            printf(", \"N\": %llu", (unsigned long long)sv.n_index);
+        if (sv.kind == EB_STORE_CSR)
+            printf(", \"nnz\": %llu", (unsigned long long)sv.n_index);
         printf(", \"S\": %u, \"K\": %zu, \"classes\": %d, \"architecture\": ", post.members,
                post.k, post.arch.n_classes);
         eb_cli_json_string(stdout, arch_text);
@@ -88,8 +100,20 @@ int eb_cmd_inspect(int argc, char **argv)
         printf("bundle          %s\n", argv[optind]);
         printf("format          %u.%u, %llu bytes\n", major, minor,
                (unsigned long long)eb_bundle_file_size(b));
-        printf("representation  %s (%s)\n", eb_repr_name(post.repr),
-               eb_storage_name(eb_bundle_storage(b)));
+        printf("representation  %s", eb_repr_name(post.repr));
+        if (post.repr == EB_REPR_DISTILLED)
+            printf(", head %s", eb_head_name(eb_bundle_head(b)));
+        printf("\nstorage         %s", eb_storage_name(eb_bundle_storage(b)));
+        if (sv.kind == EB_STORE_INT8)
+            printf(", %llu scale groups per row", (unsigned long long)sv.n_groups);
+        else if (sv.kind == EB_STORE_SHARED_SPARSE)
+            printf(", N = %llu kept of %zu (%.1f%%)", (unsigned long long)sv.n_index, post.k,
+                   100.0 * (double)sv.n_index / (double)post.k);
+        else if (sv.kind == EB_STORE_CSR)
+            printf(", nnz = %llu of %llu (%.1f%%)", (unsigned long long)sv.n_index,
+                   (unsigned long long)sv.rows * post.k,
+                   100.0 * (double)sv.n_index / ((double)sv.rows * (double)post.k));
+        printf("\n");
         printf("S               %u %s\n", post.members,
                post.repr == EB_REPR_SAMPLES ? "members" : "draws by default");
         printf("K               %zu parameters per member\n", post.k);
@@ -114,6 +138,7 @@ int eb_cmd_inspect(int argc, char **argv)
             printf("  %-16s %s\n", k, v);
         }
     }
+    eb_posterior_release(&post);
     eb_bundle_close(b);
     return EB_EXIT_OK;
 }

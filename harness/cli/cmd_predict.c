@@ -48,6 +48,7 @@ int eb_cmd_predict(int argc, char **argv)
 
     memset(&test, 0, sizeof test);
     memset(&ood, 0, sizeof ood);
+    memset(&post, 0, sizeof post); /* released at done: whatever failed */
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
@@ -142,6 +143,7 @@ int eb_cmd_predict(int argc, char **argv)
 done:
     eb_dataset_free(&test);
     eb_dataset_free(&ood);
+    eb_posterior_release(&post);
     eb_bundle_close(b);
     return rc;
 }

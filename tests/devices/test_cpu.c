@@ -235,6 +235,7 @@ static void check_matches_posterior(const char *arch, eb_repr_kind repr, uint32_
     }
     printf("%s: device predictions equal eb_posterior_predict for %zu inputs x %u draws\n",
            eb_repr_name(repr), n, S);
+    eb_posterior_release(&post);
     eb_bundle_close(b);
     eb_device_close(dev);
     free(x);
@@ -297,6 +298,7 @@ static void check_input_grad(const char *arch, eb_repr_kind repr, uint32_t S)
         assert_true(norm > 0.0); /* a zero gradient would match trivially */
     }
     eb_predictor_free(pr);
+    eb_posterior_release(&post);
     eb_bundle_close(b);
     eb_device_close(dev);
     free(x);
@@ -349,6 +351,7 @@ static void test_model_info(void **state)
     assert_int_equal(m->mapped_bytes, eb_bundle_file_size(b));
     assert_true(m->mapped_bytes > m->param_bytes);
     eb_predictor_free(pr);
+    eb_posterior_release(&post);
     eb_bundle_close(b);
     eb_device_unload(dev);
     assert_null(eb_device_model_info(dev));

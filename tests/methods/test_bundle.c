@@ -171,7 +171,7 @@ static tfile build(const tsec *s, uint32_t n)
     f = tfile_new((size_t)pos);
     memcpy(f.p, EB_BUNDLE_MAGIC, EB_BUNDLE_MAGIC_LEN);
     put16(f.p + EB_BH_MAJOR, 1);
-    put16(f.p + EB_BH_MINOR, 0);
+    put16(f.p + EB_BH_MINOR, EB_BUNDLE_FORMAT_MINOR);
     put32(f.p + EB_BH_SECTION_COUNT, n);
     put64(f.p + EB_BH_FILE_SIZE, pos);
     put64(f.p + EB_BH_TABLE_OFFSET, EB_BUNDLE_HEADER_SIZE);
@@ -352,7 +352,7 @@ static void test_roundtrip_samples(void **state)
     assert_int_equal(eb_bundle_file_size(b), (uint64_t)sb.st_size);
     eb_bundle_version(b, &major, &minor);
     assert_int_equal(major, 1);
-    assert_int_equal(minor, 0);
+    assert_int_equal(minor, 1);
     assert_string_equal(eb_bundle_arch(b), "input 1x28x28\ndense 10\n");
     assert_int_equal(eb_bundle_repr(b), EB_REPR_SAMPLES);
     assert_string_equal(eb_repr_name(eb_bundle_repr(b)), "samples");
@@ -826,9 +826,9 @@ static void test_unknown_sections(void **state)
     expect_fail(&f, 0, EB_ERR_UNSUPPORTED, "section 4 (type 99) is marked required");
     tfile_free(&f);
     /* A reserved but unimplemented type is treated the same way. */
-    s[4].type = EB_SEC_SCALES;
+    s[4].type = EB_SEC_HEAD;
     f = build(s, 5);
-    expect_fail(&f, 0, EB_ERR_UNSUPPORTED, "section 4 (SCALES) is marked required");
+    expect_fail(&f, 0, EB_ERR_UNSUPPORTED, "section 4 (HEAD) is marked required");
     tfile_free(&f);
     /* Optional: skipped, still listed, still CRC-checked. */
     s[4].type = 0x80000001u;
@@ -942,7 +942,7 @@ static void test_posterior_fields(void **state)
         s[2].size = 40;
         f = build(s, 4);
         expect_fail(&f, 0, EB_ERR_FORMAT, "section POSTERIOR is 40 bytes");
-        put16(f.p + EB_BH_MINOR, 1); /* a newer minor may extend it */
+        put16(f.p + EB_BH_MINOR, 2); /* a newer minor may extend it */
         fix_crcs(&f);
         assert_int_equal(open_status(&f, 0), EB_OK);
         tfile_free(&f);
@@ -955,10 +955,11 @@ static void test_posterior_fields(void **state)
 
 static void test_unsupported_kinds(void **state)
 {
-    static const uint32_t kinds[] = {EB_REPR_DISTILLED, 9};
-    static const char *knames[] = {"(distilled)", "(unknown)"};
-    static const uint32_t stores[] = {EB_STORE_F16, EB_STORE_INT8, EB_STORE_SHARED_SPARSE, 77};
-    static const char *snames[] = {"(f16)", "(int8)", "(shared-sparse)", "(unknown)"};
+    static const uint32_t kinds[] = {5, 9};
+    static const char *knames[] = {"field 'kind' is 5 (unknown)", "(unknown)"};
+    static const uint32_t stores[] = {6, 7, 0x80000000u, 77};
+    static const char *snames[] = {"field 'storage' is 6 (unknown)", "(unknown)", "(unknown)",
+                                   "(unknown)"};
     (void)state;
     for (int i = 0; i < 2; i++) {
         spec p = spec_default();
@@ -1516,6 +1517,872 @@ static void test_alloc_failures_write(void **state)
     unlink(path);
 }
 
+/* ---- format 1.1: storage kinds and the distilled representation ---------- */
+
+/* The f32 -> f16 conversion: every f16 survives a round trip, and every
+ * float goes to its nearest f16 (ties to the even one), checked against
+ * the neighbours rather than against another implementation. */
+static void test_f16_conversion(void **state)
+{
+    uint32_t lcg = 12345;
+    (void)state;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = eb_bundle__f16_to_f32((uint16_t)h);
+        if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu)) {
+            assert_true(isnan(f));
+            continue;
+        }
+        if (eb_bundle__f32_to_f16(f) != h)
+            fail_msg("f16 0x%04x -> %g -> 0x%04x", h, (double)f, eb_bundle__f32_to_f16(f));
+    }
+    assert_true(eb_bundle__f16_to_f32(0x3c00) == 1.0f);
+    assert_true(eb_bundle__f16_to_f32(0x7bff) == 65504.0f);
+    assert_true(eb_bundle__f16_to_f32(0x0001) == 0x1p-24f);
+    assert_int_equal(eb_bundle__f32_to_f16(65519.0f), 0x7bff);
+    assert_int_equal(eb_bundle__f32_to_f16(65520.0f), 0x7c00); /* rounds to infinity */
+    assert_int_equal(eb_bundle__f32_to_f16(-1e6f), 0xfc00);
+    assert_int_equal(eb_bundle__f32_to_f16(0x1p-25f), 0x0000);  /* tie: to even 0 */
+    assert_int_equal(eb_bundle__f32_to_f16(0x1.8p-24f), 0x0002); /* tie: to even 2 */
+    assert_int_equal(eb_bundle__f32_to_f16(1.0f + 0x1p-11f), 0x3c00); /* tie: to even */
+    assert_int_equal(eb_bundle__f32_to_f16(1.0f + 0x1.8p-10f), 0x3c02);
+    for (int i = 0; i < 200000; i++) {
+        uint32_t bits;
+        float v, got, d;
+        uint16_t q, mag;
+        lcg = lcg * 1664525u + 1013904223u;
+        /* exponents around the f16 range: 2^-30 .. 2^16 */
+        bits = (lcg & 0x807fffffu) | ((uint32_t)(97 + (lcg >> 8) % 47) << 23);
+        memcpy(&v, &bits, sizeof v);
+        q = eb_bundle__f32_to_f16(v);
+        mag = q & 0x7fffu;
+        if (mag == 0x7c00u) {
+            assert_true(fabsf(v) >= 65520.0f);
+            continue;
+        }
+        got = eb_bundle__f16_to_f32(q);
+        d = fabsf(v - got);
+        for (int step = -1; step <= 1; step += 2) {
+            float nb, dn;
+            if ((step < 0 && mag == 0) || (step > 0 && mag == 0x7bffu))
+                continue;
+            nb = eb_bundle__f16_to_f32((uint16_t)((q & 0x8000u) | (uint16_t)(mag + step)));
+            dn = fabsf(v - nb);
+            if (d > dn || (d == dn && (mag & 1u)))
+                fail_msg("%a -> 0x%04x (%a) but 0x%04x (%a) is nearer or the even tie", (double)v,
+                         q, (double)got, (q & 0x8000u) | (uint16_t)(mag + step), (double)nb);
+        }
+    }
+}
+
+/* Half an ulp of f16 at x (the bound for a correctly rounded value). */
+static double f16_half_ulp(float x)
+{
+    int e;
+    if (fabsf(x) < 0x1p-14f)
+        return ldexp(1.0, -25);
+    frexpf(x, &e); /* x = m 2^e, m in [0.5, 1): ulp = 2^(e - 11) */
+    return ldexp(1.0, e - 12);
+}
+
+/* Test posteriors: S = 3 rows of K = 40 values with zeros (for the sparse
+ * kinds: position 5 is zero everywhere, others in some rows only), values
+ * f16 cannot hold exactly, and powers of two it can. */
+#define NK 40
+static float g_rows[3 * NK], g_sig[NK];
+
+static void fill_rows(void)
+{
+    for (int r = 0; r < 3; r++)
+        for (int k = 0; k < NK; k++) {
+            float v = (float)((r + 1) * (k + 3)) * 0.0137f - 0.4f * (float)r;
+            if (k % 4 == 1 || (k + r) % 7 == 0 || k == 5)
+                v = 0.0f;
+            if (k == 9)
+                v = 0.5f * (float)(r + 1); /* exact in f16 */
+            if (k == 11)
+                v = -3.14159265f * (float)(r + 1);
+            g_rows[r * NK + k] = v;
+        }
+    for (int k = 0; k < NK; k++)
+        g_sig[k] = k % 4 == 1 || k == 5 ? 0.0f : 0.01f * (float)(k + 1);
+}
+
+static const uint64_t g_groups[4] = {0, 10, 11, NK}; /* runs of 10, 1 and 29 */
+
+/* Writes repr x storage with the writer. */
+static void write_kind(const char *path, eb_repr_kind repr, eb_storage_kind sk)
+{
+    eb_bundle_writer *w;
+    eb_error err;
+    eb_status st;
+    assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_arch(w, "input 1x1x4\ndense 8\n", &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_meta(w, "method", "test", &err), EB_OK);
+    switch (repr) {
+    case EB_REPR_SAMPLES: st = eb_bundle_writer_samples(w, 3, NK, g_rows, &err); break;
+    case EB_REPR_DROPOUT: st = eb_bundle_writer_dropout(w, 12, NK, g_rows + NK, &err); break;
+    case EB_REPR_GAUSSIAN: st = eb_bundle_writer_gaussian(w, 9, NK, g_rows, g_sig, &err); break;
+    default: st = eb_bundle_writer_distilled(w, EB_HEAD_GPED, 4, NK, g_rows + 2 * NK, &err); break;
+    }
+    assert_int_equal(st, EB_OK);
+    st = eb_bundle_writer_storage(w, sk, sk == EB_STORE_INT8 ? g_groups : NULL,
+                                  sk == EB_STORE_INT8 ? 3 : 0, &err);
+    if (st)
+        fail_msg("storage %s: %s", eb_storage_name(sk), err.msg);
+    if (eb_bundle_write(w, path, &err) != EB_OK)
+        fail_msg("write: %s", err.msg);
+    eb_bundle_writer_free(w);
+}
+
+/* The original row `row` of tensor t for repr. */
+static const float *orig_row(eb_repr_kind repr, int t, uint32_t row)
+{
+    if (t == EB_TENSOR_SIGMA)
+        return g_sig;
+    switch (repr) {
+    case EB_REPR_SAMPLES: return g_rows + (size_t)row * NK;
+    case EB_REPR_DROPOUT: return g_rows + NK;
+    case EB_REPR_GAUSSIAN: return g_rows;
+    default: return g_rows + 2 * NK;
+    }
+}
+
+static void check_decoded(const eb_bundle *b, eb_repr_kind repr, eb_storage_kind sk)
+{
+    const int T = repr == EB_REPR_GAUSSIAN ? 2 : 1;
+    float dst[NK];
+    eb_error err;
+    double maxerr = 0.0;
+    for (int t = 0; t < T; t++) {
+        eb_bundle_stored sv;
+        eb_bundle_stored_view(b, t, &sv);
+        assert_int_equal(sv.kind, sk);
+        assert_int_equal(sv.k, NK);
+        assert_int_equal(sv.rows, eb_bundle_param_rows(b));
+        assert_non_null(sv.values);
+        for (uint32_t r = 0; r < sv.rows; r++) {
+            const float *o = orig_row(repr, t, r);
+            assert_int_equal(eb_bundle_decode(b, t, r, dst, &err), EB_OK);
+            for (int k = 0; k < NK; k++) {
+                double e = fabs((double)dst[k] - (double)o[k]), tol = 0.0;
+                if (sk == EB_STORE_F16) {
+                    int exact = eb_bundle__f16_to_f32(eb_bundle__f32_to_f16(o[k])) == o[k];
+                    tol = exact ? 0.0 : f16_half_ulp(o[k]);
+                } else if (sk == EB_STORE_INT8) {
+                    uint64_t g = 0;
+                    while (sv.groups[g + 1] <= (uint64_t)k)
+                        g++;
+                    /* scale/2 of rounding, plus float rounding of v/scale and q*scale */
+                    tol = sv.scales[r * sv.n_groups + g] * (0.5 + 1e-5);
+                }
+                if (e > tol)
+                    fail_msg("%s %s tensor %d [%u][%d]: %g decoded as %g (error %g > %g)",
+                             eb_repr_name(repr), eb_storage_name(sk), t, r, k, (double)o[k],
+                             (double)dst[k], e, tol);
+                if (e > maxerr)
+                    maxerr = e;
+            }
+        }
+        if (sk == EB_STORE_INT8) {
+            assert_int_equal(sv.n_groups, 3);
+            assert_memory_equal(sv.groups, g_groups, sizeof g_groups);
+        }
+        if (sk == EB_STORE_SHARED_SPARSE) {
+            /* exactly the positions nonzero in any row of any tensor */
+            uint64_t j = 0;
+            for (uint64_t k = 0; k < NK; k++) {
+                int any = 0;
+                for (int t2 = 0; t2 < T; t2++)
+                    for (uint32_t r = 0; r < sv.rows; r++)
+                        any |= orig_row(repr, t2, r)[k] != 0.0f;
+                if (any) {
+                    assert_true(j < sv.n_index);
+                    assert_int_equal(sv.index[j], k);
+                    j++;
+                }
+            }
+            assert_int_equal(j, sv.n_index);
+            assert_true(sv.n_index < NK); /* position 5 is zero everywhere */
+            assert_null(sv.rowptr);
+        }
+        if (sk == EB_STORE_CSR) {
+            assert_int_equal(sv.rowptr[0], 0);
+            assert_int_equal(sv.rowptr[sv.rows], sv.n_index);
+        }
+    }
+    print_message("%s %s: max |decoded - original| = %g\n", eb_repr_name(repr),
+                  eb_storage_name(sk), maxerr);
+}
+
+/* Every storage kind x every representation: decoded values within the
+ * kind's tolerance, f32 accessors NULL for the other kinds, the head, and
+ * the same input written twice is byte-identical. */
+static void test_storage_roundtrips(void **state)
+{
+    static const eb_repr_kind reprs[] = {EB_REPR_SAMPLES, EB_REPR_DROPOUT, EB_REPR_GAUSSIAN,
+                                         EB_REPR_DISTILLED};
+    char p1[512], p2[512];
+    (void)state;
+    fill_rows();
+    test_path(p1, sizeof p1, "kind1.ebb");
+    test_path(p2, sizeof p2, "kind2.ebb");
+    for (int ri = 0; ri < 4; ri++)
+        for (int sk = EB_STORE_F32; sk <= EB_STORE_CSR; sk++) {
+            eb_bundle *b;
+            eb_error err;
+            tfile a, c;
+            unsigned major, minor;
+            write_kind(p1, reprs[ri], (eb_storage_kind)sk);
+            write_kind(p2, reprs[ri], (eb_storage_kind)sk);
+            a = tfile_read(p1);
+            c = tfile_read(p2);
+            assert_int_equal(a.len, c.len);
+            assert_memory_equal(a.p, c.p, a.len);
+            dump_seed(&a);
+            tfile_free(&c);
+            tfile_free(&a);
+            for (int skip = 0; skip < 2; skip++) {
+                assert_int_equal(eb_bundle_open(p1, skip ? EB_BUNDLE_SKIP_TENSOR_CHECK : 0, &b,
+                                                &err), EB_OK);
+                eb_bundle_version(b, &major, &minor);
+                assert_int_equal(minor, 1);
+                assert_int_equal(eb_bundle_repr(b), reprs[ri]);
+                assert_int_equal(eb_bundle_storage(b), sk);
+                assert_int_equal(eb_bundle_head(b),
+                                 reprs[ri] == EB_REPR_DISTILLED ? EB_HEAD_GPED : EB_HEAD_NONE);
+                assert_int_equal(eb_bundle_param_rows(b), reprs[ri] == EB_REPR_SAMPLES ? 3 : 1);
+                if (sk == EB_STORE_F32) {
+                    assert_non_null(eb_bundle_params(b));
+                } else {
+                    assert_null(eb_bundle_params(b));
+                    assert_null(eb_bundle_sigma(b));
+                }
+                check_decoded(b, reprs[ri], (eb_storage_kind)sk);
+                eb_bundle_close(b);
+            }
+        }
+    assert_string_equal(eb_head_name(EB_HEAD_DIRICHLET), "dirichlet");
+    assert_string_equal(eb_head_name(EB_HEAD_NONE), "none");
+    assert_string_equal(eb_head_name((eb_head_kind)7), "unknown");
+    unlink(p1);
+    unlink(p2);
+}
+
+/* Sparse kinds are exact, including every value of every row; decode's
+ * argument errors; stored_view of a missing tensor. */
+static void test_decode_arguments(void **state)
+{
+    char path[512];
+    eb_bundle *b;
+    eb_bundle_stored sv;
+    eb_error err;
+    float dst[NK];
+    (void)state;
+    fill_rows();
+    test_path(path, sizeof path, "decode.ebb");
+    write_kind(path, EB_REPR_SAMPLES, EB_STORE_CSR);
+    assert_int_equal(eb_bundle_open(path, 0, &b, &err), EB_OK);
+    for (uint32_t r = 0; r < 3; r++) {
+        assert_int_equal(eb_bundle_decode(b, EB_TENSOR_PARAMS, r, dst, &err), EB_OK);
+        assert_memory_equal(dst, g_rows + r * NK, sizeof dst);
+    }
+    assert_int_equal(eb_bundle_decode(b, EB_TENSOR_PARAMS, 3, dst, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "row 3 of 3"));
+    assert_int_equal(eb_bundle_decode(b, EB_TENSOR_SIGMA, 0, dst, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "has no tensor 1"));
+    assert_int_equal(eb_bundle_decode(b, -1, 0, dst, &err), EB_ERR_ARG);
+    eb_bundle_stored_view(b, EB_TENSOR_SIGMA, &sv);
+    assert_int_equal(sv.kind, 0);
+    assert_null(sv.values);
+    eb_bundle_close(b);
+    unlink(path);
+}
+
+static void test_storage_writer_errors(void **state)
+{
+    eb_bundle_writer *w;
+    eb_error err;
+    float big[4] = {1.0f, 2.0f, 3.0f, 4.0f}, two[8] = {0, 0, 0, 0, 0, 0, 0, 70000.0f};
+    const uint64_t bad0[3] = {1, 2, 4}, flat[3] = {0, 2, 2}, shortg[3] = {0, 2, 3};
+    const uint64_t ok[3] = {0, 2, 4};
+    char path[512];
+    (void)state;
+    test_path(path, sizeof path, "never2.ebb");
+    assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_storage(w, EB_STORE_F16, NULL, 0, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "set the posterior first"));
+    assert_int_equal(eb_bundle_writer_distilled(w, EB_HEAD_NONE, 1, 4, big, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "head 0 (none)"));
+    assert_int_equal(eb_bundle_writer_distilled(w, (eb_head_kind)4, 1, 4, big, &err), EB_ERR_ARG);
+    assert_int_equal(eb_bundle_writer_distilled(w, EB_HEAD_DIRICHLET, 0, 4, big, &err),
+                     EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "default_draws"));
+    assert_int_equal(eb_bundle_writer_samples(w, 2, 4, two, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_storage(w, (eb_storage_kind)6, NULL, 0, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "storage kind 6 is unknown"));
+    assert_int_equal(eb_bundle_writer_storage(w, EB_STORE_F16, ok, 2, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "groups are for int8 only"));
+    assert_int_equal(eb_bundle_writer_storage(w, EB_STORE_INT8, NULL, 0, &err), EB_ERR_ARG);
+    assert_int_equal(eb_bundle_writer_storage(w, EB_STORE_INT8, bad0, 2, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "groups[0] is 1"));
+    assert_int_equal(eb_bundle_writer_storage(w, EB_STORE_INT8, flat, 2, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "groups[2] = 2 is not above groups[1] = 2"));
+    assert_int_equal(eb_bundle_writer_storage(w, EB_STORE_INT8, shortg, 2, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "groups[2] is 3; it must be K = 4"));
+    /* 70000 is finite but beyond f16: named by row and index */
+    assert_int_equal(eb_bundle_writer_storage(w, EB_STORE_F16, NULL, 0, &err), EB_ERR_NUMERIC);
+    assert_non_null(strstr(err.msg, "theta[1][3] = 70000 is beyond the f16 range"));
+    /* int8 holds it; then another choice replaces it */
+    assert_int_equal(eb_bundle_writer_storage(w, EB_STORE_INT8, ok, 2, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_storage(w, EB_STORE_CSR, NULL, 0, &err), EB_OK);
+    eb_bundle_writer_free(w);
+    /* gaussian: sigma is checked too, and named */
+    {
+        float mu[2] = {1.0f, 2.0f}, sig[2] = {0.5f, 1e5f};
+        assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+        assert_int_equal(eb_bundle_writer_gaussian(w, 3, 2, mu, sig, &err), EB_OK);
+        assert_int_equal(eb_bundle_writer_storage(w, EB_STORE_F16, NULL, 0, &err),
+                         EB_ERR_NUMERIC);
+        assert_non_null(strstr(err.msg, "sigma[0][1] = 100000"));
+        eb_bundle_writer_free(w);
+    }
+    assert_int_equal(access(path, F_OK), -1);
+}
+
+/* INT8 quantization by hand: scale = max|v| / 127 per (row, run), zero
+ * runs have scale 0, q rounds half away from zero. */
+static void test_int8_scales(void **state)
+{
+    const float v[2 * 6] = {1.27f, -0.635f, 0.0f, 0.0f, 0.0f, 0.0f,
+                            -2.54f, 0.01f, 4.0f, 0.0f, -1.0f, 0.5f};
+    const uint64_t groups[3] = {0, 3, 6};
+    char path[512];
+    eb_bundle_writer *w;
+    eb_bundle *b;
+    eb_bundle_stored sv;
+    eb_error err;
+    const int8_t *q;
+    (void)state;
+    test_path(path, sizeof path, "int8.ebb");
+    assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_arch(w, "dense 3", &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_samples(w, 2, 6, v, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_storage(w, EB_STORE_INT8, groups, 2, &err), EB_OK);
+    assert_int_equal(eb_bundle_write(w, path, &err), EB_OK);
+    eb_bundle_writer_free(w);
+    assert_int_equal(eb_bundle_open(path, 0, &b, &err), EB_OK);
+    eb_bundle_stored_view(b, EB_TENSOR_PARAMS, &sv);
+    q = sv.values;
+    assert_true(sv.scales[0] == 1.27f / 127.0f);
+    assert_true(sv.scales[1] == 0.0f); /* all-zero run */
+    assert_true(sv.scales[2] == 4.0f / 127.0f);
+    assert_true(sv.scales[3] == 1.0f / 127.0f);
+    assert_int_equal(q[0], 127);
+    assert_int_equal(q[1], -64); /* -63.5 rounds away from zero */
+    assert_int_equal(q[3], 0);
+    assert_int_equal(q[6], -81); /* -2.54 / (4 / 127) = -80.6 */
+    assert_int_equal(q[7], 0);
+    assert_int_equal(q[8], 127);
+    assert_int_equal(q[10], -127);
+    assert_int_equal(q[11], 64);
+    eb_bundle_close(b);
+    unlink(path);
+}
+
+/* size of the canonical layout of sections of these sizes */
+static uint64_t layout_size(const uint64_t *sizes, int n)
+{
+    uint64_t pos = EB_BUNDLE_HEADER_SIZE + (uint64_t)n * EB_BUNDLE_ENTRY_SIZE;
+    for (int i = 0; i < n; i++)
+        pos = (pos + 63) / 64 * 64 + sizes[i];
+    return pos;
+}
+
+/* A 90%-sparse S = 30 posterior sharing one pruning mask: shared-sparse
+ * costs 4N + 4SN bytes of payload against 12 bytes per nonzero of
+ * per-member COO; the file must be within 40% of COO, and its size is
+ * exactly the documented layout. CSR's size is checked the same way. */
+static void test_shared_sparse_size(void **state)
+{
+    enum { S = 30, K = 10000 };
+    static float theta[S * K];
+    static const char arch[] = "dense 10";
+    const char *meta = "method=test\n";
+    char path[512];
+    uint64_t N = 0, nnz = 0, sizes[6], expect, coo;
+    eb_bundle_writer *w;
+    eb_bundle *b;
+    eb_error err;
+    struct stat sb;
+    (void)state;
+    for (int s = 0; s < S; s++)
+        for (int k = 0; k < K; k++)
+            theta[s * K + k] = k % 10 == 3 ? 0.001f * (float)(k + 1) * (float)(s + 1) : 0.0f;
+    for (int k = 0; k < K; k++)
+        N += k % 10 == 3;
+    nnz = (uint64_t)S * N;
+    test_path(path, sizeof path, "sparse_size.ebb");
+    for (int csr = 0; csr < 2; csr++) {
+        assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+        assert_int_equal(eb_bundle_writer_arch(w, arch, &err), EB_OK);
+        assert_int_equal(eb_bundle_writer_meta(w, "method", "test", &err), EB_OK);
+        assert_int_equal(eb_bundle_writer_samples(w, S, K, theta, &err), EB_OK);
+        assert_int_equal(eb_bundle_writer_storage(w, csr ? EB_STORE_CSR : EB_STORE_SHARED_SPARSE,
+                                                  NULL, 0, &err), EB_OK);
+        assert_int_equal(eb_bundle_write(w, path, &err), EB_OK);
+        eb_bundle_writer_free(w);
+        assert_int_equal(stat(path, &sb), 0);
+        sizes[0] = strlen(meta);
+        sizes[1] = strlen(arch);
+        sizes[2] = EB_BUNDLE_POSTERIOR_SIZE;
+        if (!csr) { /* META ARCH POSTERIOR PARAMS (S, N) f32, INDEX (N) u32 */
+            sizes[3] = (uint64_t)S * N * 4;
+            sizes[4] = N * 4;
+            expect = layout_size(sizes, 5);
+        } else { /* ... PARAMS (nnz) f32, INDEX (nnz) u32, ROWPTR (S + 1) u64 */
+            sizes[3] = nnz * 4;
+            sizes[4] = nnz * 4;
+            sizes[5] = (S + 1) * 8;
+            expect = layout_size(sizes, 6);
+        }
+        coo = 12 * nnz;
+        print_message("%s: %lld bytes, per-member COO %llu (%.1f%%)\n",
+                      csr ? "csr" : "shared-sparse", (long long)sb.st_size,
+                      (unsigned long long)coo, 100.0 * (double)sb.st_size / (double)coo);
+        assert_int_equal((uint64_t)sb.st_size, expect);
+        if (!csr)
+            assert_true((double)sb.st_size <= 0.40 * (double)coo);
+        assert_int_equal(eb_bundle_open(path, 0, &b, &err), EB_OK);
+        {
+            eb_bundle_stored sv;
+            eb_bundle_stored_view(b, EB_TENSOR_PARAMS, &sv);
+            assert_int_equal(sv.n_index, csr ? nnz : N);
+        }
+        eb_bundle_close(b);
+    }
+    unlink(path);
+}
+
+/* ---- malformed 1.1 sections, built by hand ------------------------------- */
+
+/* A bundle of kind/storage with the given tensor and auxiliary sections
+ * (K = 4, S = 2 for samples); any of them may be replaced or dropped. */
+typedef struct kspec {
+    spec p;
+    tsec s[9];
+    uint32_t n;
+} kspec;
+
+static const int8_t g_q[8] = {127, -3, 0, 64, 1, 2, 3, -127};
+static const float g_scales[4] = {0.01f, 0.5f, 0.02f, 0.0f};
+static const uint64_t g_grp[3] = {0, 2, 4};
+static const uint16_t g_h[8] = {0x3c00, 0xbc00, 0, 0x7bff, 0x0001, 0x3555, 0x4000, 0x8000};
+static const uint32_t g_ix[3] = {0, 2, 3};
+static const float g_sv[6] = {1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f};
+static const uint64_t g_rp[3] = {0, 2, 3};
+
+static tfile kbuild(kspec *k)
+{
+    return build(k->s, k->n);
+}
+
+static void kspec_init(kspec *k, eb_storage_kind sk)
+{
+    memset(k, 0, sizeof *k);
+    k->p = spec_default();
+    k->p.members = 2;
+    k->p.nparams = 4;
+    k->p.storage = sk;
+    spec_sections(&k->p, k->s);
+    k->n = 4;
+    switch (sk) {
+    case EB_STORE_F16:
+        k->s[3].dtype = EB_DTYPE_F16, k->s[3].data = g_h, k->s[3].size = sizeof g_h;
+        break;
+    case EB_STORE_INT8:
+        k->s[3].dtype = EB_DTYPE_I8, k->s[3].data = g_q, k->s[3].size = sizeof g_q;
+        k->s[4] = (tsec){EB_SEC_SCALES, EB_DTYPE_F32, 1, g_scales, sizeof g_scales};
+        k->s[5] = (tsec){EB_SEC_GROUPS, EB_DTYPE_U64, 1, g_grp, sizeof g_grp};
+        k->n = 6;
+        break;
+    case EB_STORE_SHARED_SPARSE: /* N = 3 of K = 4, (2, 3) values */
+        k->s[3].data = g_sv, k->s[3].size = sizeof g_sv;
+        k->s[4] = (tsec){EB_SEC_INDEX, EB_DTYPE_U32, 1, g_ix, sizeof g_ix};
+        k->n = 5;
+        break;
+    case EB_STORE_CSR: /* row 0: {0, 2}, row 1: {3} */
+        k->s[3].data = g_sv, k->s[3].size = 3 * 4;
+        k->s[4] = (tsec){EB_SEC_INDEX, EB_DTYPE_U32, 1, g_ix, sizeof g_ix};
+        k->s[5] = (tsec){EB_SEC_ROWPTR, EB_DTYPE_U64, 1, g_rp, sizeof g_rp};
+        k->n = 6;
+        break;
+    default:
+        k->s[3].size = 8 * 4;
+        break;
+    }
+}
+
+static void kexpect(kspec *k, eb_status code, const char *needle)
+{
+    tfile f = kbuild(k);
+    expect_fail(&f, 0, code, needle);
+    tfile_free(&f);
+}
+
+/* Every hand-built kind opens and decodes as documented; the writer
+ * produces the same bytes as the builder (shared-sparse, csr). */
+static void test_handbuilt_kinds_ok(void **state)
+{
+    static const float want[4][8] = {
+        {1.0f, -1.0f, 0.0f, 65504.0f, 0x1p-24f, 0x1.554p-2f, 2.0f, -0.0f},
+        {1.27f, -0.03f, 0.0f, 32.0f, 0.02f, 0.04f, 0.0f, -0.0f},
+        {1.0f, 0.0f, 2.0f, 3.0f, 4.0f, 0.0f, 5.0f, 6.0f},
+        {1.0f, 0.0f, 2.0f, 0.0f, 0.0f, 0.0f, 0.0f, 3.0f}};
+    (void)state;
+    for (int sk = EB_STORE_F16; sk <= EB_STORE_CSR; sk++) {
+        kspec k;
+        tfile f;
+        eb_bundle *b;
+        eb_error err;
+        float dst[8];
+        kspec_init(&k, (eb_storage_kind)sk);
+        f = kbuild(&k);
+        b = open_ok(&f, 0);
+        for (uint32_t r = 0; r < 2; r++) {
+            assert_int_equal(eb_bundle_decode(b, EB_TENSOR_PARAMS, r, dst + 4 * r, &err), EB_OK);
+        }
+        for (int i = 0; i < 8; i++)
+            if (fabsf(dst[i] - want[sk - 2][i]) > 1e-6f)
+                fail_msg("%s value %d: %g, want %g", eb_storage_name((eb_storage_kind)sk), i,
+                         (double)dst[i], (double)want[sk - 2][i]);
+        eb_bundle_close(b);
+        if (sk >= EB_STORE_SHARED_SPARSE) { /* the writer lays out the same bytes */
+            char path[512];
+            eb_bundle_writer *w;
+            tfile g;
+            test_path(path, sizeof path, "hand.ebb");
+            assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+            assert_int_equal(eb_bundle_writer_arch(w, k.p.arch, &err), EB_OK);
+            assert_int_equal(eb_bundle_writer_meta(w, "dataset.sha256", "abc", &err), EB_OK);
+            assert_int_equal(eb_bundle_writer_meta(w, "method", "ensemble", &err), EB_OK);
+            assert_int_equal(eb_bundle_writer_meta(w, "seed", "7", &err), EB_OK);
+            assert_int_equal(eb_bundle_writer_samples(w, 2, 4, want[sk - 2], &err), EB_OK);
+            assert_int_equal(eb_bundle_writer_storage(w, (eb_storage_kind)sk, NULL, 0, &err),
+                             EB_OK);
+            assert_int_equal(eb_bundle_write(w, path, &err), EB_OK);
+            eb_bundle_writer_free(w);
+            g = tfile_read(path);
+            /* shared-sparse: the kept set is {0, 2, 3} (1 is zero in both
+             * rows); csr: rows {0, 2} and {3}: the builder's sections */
+            assert_int_equal(g.len, f.len);
+            assert_memory_equal(g.p, f.p, f.len);
+            tfile_free(&g);
+            unlink(path);
+        }
+        tfile_free(&f);
+    }
+}
+
+static void test_malformed_int8(void **state)
+{
+    kspec k;
+    const uint64_t g_bad0[3] = {1, 2, 4}, g_flat[3] = {0, 2, 2}, g_end[3] = {0, 2, 3};
+    const float sc_neg[4] = {0.01f, -1.0f, 0.0f, 0.0f}, sc_nan[4] = {0.01f, 0.0f, NAN, 0.0f};
+    const int8_t q_min[8] = {0, 0, 0, 0, 0, -128, 0, 0};
+    (void)state;
+    kspec_init(&k, EB_STORE_INT8);
+    k.n = 5; /* no GROUPS */
+    kexpect(&k, EB_ERR_FORMAT, "storage 'int8' needs a GROUPS section");
+    kspec_init(&k, EB_STORE_INT8);
+    k.s[4] = k.s[5];
+    k.n = 5; /* no SCALES */
+    kexpect(&k, EB_ERR_FORMAT, "storage 'int8' needs a SCALES section");
+    kspec_init(&k, EB_STORE_INT8);
+    k.s[5].dtype = EB_DTYPE_U32;
+    kexpect(&k, EB_ERR_FORMAT, "section GROUPS: field 'dtype' is 4 (u32); storage int8 needs 5 (u64)");
+    kspec_init(&k, EB_STORE_INT8);
+    k.s[5].size = 8;
+    kexpect(&k, EB_ERR_FORMAT, "section GROUPS is 8 bytes; it must hold at least 2");
+    k.s[5].size = 20;
+    kexpect(&k, EB_ERR_FORMAT, "section GROUPS is 20 bytes");
+    kspec_init(&k, EB_STORE_INT8);
+    k.s[5].data = g_bad0;
+    kexpect(&k, EB_ERR_FORMAT, "section GROUPS: offset [0] is 1; it must be 0");
+    k.s[5].data = g_flat;
+    kexpect(&k, EB_ERR_FORMAT, "section GROUPS: offset [2] is 2, not above offset [1] 2");
+    k.s[5].data = g_end;
+    kexpect(&k, EB_ERR_FORMAT, "section GROUPS: the last offset [2] is 3; it must be K = 4");
+    kspec_init(&k, EB_STORE_INT8);
+    k.s[4].size = 12;
+    kexpect(&k, EB_ERR_FORMAT, "section SCALES is 12 bytes but samples needs 1 x 2 x 2 groups x 4 = 16");
+    k.s[4].size = 16;
+    k.s[4].dtype = EB_DTYPE_F16;
+    kexpect(&k, EB_ERR_FORMAT, "section SCALES: field 'dtype' is 2 (f16)");
+    kspec_init(&k, EB_STORE_INT8);
+    k.s[4].data = sc_neg;
+    kexpect(&k, EB_ERR_FORMAT, "section SCALES: scale [0][1] is -1; scales must be finite and not negative");
+    k.s[4].data = sc_nan;
+    kexpect(&k, EB_ERR_NUMERIC, "section SCALES: scale [1][0] is nan");
+    kspec_init(&k, EB_STORE_INT8);
+    k.s[3].data = q_min;
+    kexpect(&k, EB_ERR_FORMAT, "section PARAMS: value [1][1] is -128");
+    {
+        tfile f = kbuild(&k); /* a value check: skipped on the fast path */
+        assert_int_equal(open_status(&f, EB_BUNDLE_SKIP_TENSOR_CHECK), EB_OK);
+        tfile_free(&f);
+    }
+    kspec_init(&k, EB_STORE_INT8);
+    k.s[3].size = 7;
+    kexpect(&k, EB_ERR_FORMAT, "section PARAMS is 7 bytes but samples needs 2 x 4 x 1 = 8 (storage int8)");
+    k.s[3].size = 8;
+    k.s[3].dtype = EB_DTYPE_F32;
+    kexpect(&k, EB_ERR_FORMAT, "section PARAMS: field 'dtype' is 1 (f32); storage int8 needs 3 (i8)");
+    /* an int8 section in another storage */
+    kspec_init(&k, EB_STORE_F32);
+    k.s[4] = (tsec){EB_SEC_SCALES, EB_DTYPE_F32, 1, g_scales, sizeof g_scales};
+    k.n = 5;
+    kexpect(&k, EB_ERR_FORMAT, "section SCALES belongs to storage 'int8', not 'f32'");
+    k.s[4] = (tsec){EB_SEC_GROUPS, EB_DTYPE_U64, 1, g_grp, sizeof g_grp};
+    kexpect(&k, EB_ERR_FORMAT, "section GROUPS belongs to storage 'int8', not 'f32'");
+    k.s[4] = (tsec){EB_SEC_INDEX, EB_DTYPE_U32, 1, g_ix, sizeof g_ix};
+    kexpect(&k, EB_ERR_FORMAT, "section INDEX belongs to storage 'shared-sparse' or 'csr'");
+    k.s[4] = (tsec){EB_SEC_ROWPTR, EB_DTYPE_U64, 1, g_rp, sizeof g_rp};
+    kexpect(&k, EB_ERR_FORMAT, "section ROWPTR belongs to storage 'csr', not 'f32'");
+}
+
+static void test_malformed_f16(void **state)
+{
+    kspec k;
+    uint16_t inf[8], nan[8], neg[8];
+    tsec s[5];
+    spec p;
+    tfile f;
+    (void)state;
+    memcpy(inf, g_h, sizeof inf);
+    memcpy(nan, g_h, sizeof nan);
+    inf[6] = 0x7c00;
+    nan[2] = 0x7e00;
+    kspec_init(&k, EB_STORE_F16);
+    k.s[3].data = inf;
+    kexpect(&k, EB_ERR_NUMERIC, "section PARAMS: value [1][2] is infinite");
+    k.s[3].data = nan;
+    kexpect(&k, EB_ERR_NUMERIC, "section PARAMS: value [0][2] is NaN");
+    f = kbuild(&k);
+    assert_int_equal(open_status(&f, EB_BUNDLE_SKIP_TENSOR_CHECK), EB_OK);
+    tfile_free(&f);
+    kspec_init(&k, EB_STORE_F16);
+    k.s[3].size = 14;
+    kexpect(&k, EB_ERR_FORMAT, "section PARAMS is 14 bytes but samples needs 2 x 4 x 2 = 16 (storage f16)");
+    k.s[3].size = 16;
+    k.s[3].dtype = EB_DTYPE_F32;
+    kexpect(&k, EB_ERR_FORMAT, "storage f16 needs 2 (f16)");
+    /* gaussian f16: a negative sigma (-2^-24) is refused, -0 is fine */
+    p = spec_default();
+    p.storage = EB_STORE_F16;
+    gaussian_sections(&p, s, g_sigma);
+    neg[0] = 0x3c00, neg[1] = 0, neg[2] = 0x8001, neg[3] = 0x4000, neg[4] = 0x8000;
+    s[3] = (tsec){EB_SEC_MU, EB_DTYPE_F16, 1, g_h, 5 * 2};
+    s[4] = (tsec){EB_SEC_SIGMA, EB_DTYPE_F16, 1, neg, 5 * 2};
+    f = build(s, 5);
+    expect_fail(&f, 0, EB_ERR_NUMERIC, "section SIGMA: value [2] is -5.96");
+    tfile_free(&f);
+    neg[0] = 0x8000, neg[1] = 0x7bff, neg[2] = 0x0001, neg[3] = 0x3555, neg[4] = 0x4000;
+    f = build(s, 5);
+    {
+        eb_bundle *b = open_ok(&f, 0);
+        float d[5];
+        eb_error err;
+        assert_int_equal(eb_bundle_decode(b, EB_TENSOR_SIGMA, 0, d, &err), EB_OK);
+        assert_true(d[1] == 65504.0f);
+        eb_bundle_close(b);
+    }
+    tfile_free(&f);
+}
+
+static void test_malformed_sparse(void **state)
+{
+    kspec k;
+    const uint32_t ix_dec[3] = {0, 3, 2}, ix_dup[3] = {0, 2, 2}, ix_k[3] = {0, 2, 4};
+    const uint32_t ix_rows[3] = {2, 3, 0}; /* csr: each row increasing, not across rows */
+    const uint64_t rp_bad0[3] = {1, 2, 3}, rp_dec[3] = {0, 3, 2}, rp_end[3] = {0, 2, 2},
+                   rp_wide[3] = {0, 5, 3};
+    const float sv_nan[6] = {1.0f, NAN, 3.0f, 4.0f, 5.0f, 6.0f};
+    (void)state;
+    kspec_init(&k, EB_STORE_SHARED_SPARSE);
+    k.n = 4;
+    kexpect(&k, EB_ERR_FORMAT, "storage 'shared-sparse' needs a INDEX section");
+    kspec_init(&k, EB_STORE_SHARED_SPARSE);
+    k.s[4].data = ix_dec;
+    kexpect(&k, EB_ERR_FORMAT, "section INDEX: index [2] is 2, not above index [1] 3 (indices must increase)");
+    k.s[4].data = ix_dup;
+    kexpect(&k, EB_ERR_FORMAT, "section INDEX: index [2] is 2, not above index [1] 2");
+    k.s[4].data = ix_k;
+    kexpect(&k, EB_ERR_FORMAT, "section INDEX: index [2] is 4, not below K = 4");
+    {   /* the structural index checks also run on the fast path */
+        tfile f = kbuild(&k);
+        expect_fail(&f, EB_BUNDLE_SKIP_TENSOR_CHECK, EB_ERR_FORMAT, "not below K = 4");
+        tfile_free(&f);
+    }
+    kspec_init(&k, EB_STORE_SHARED_SPARSE);
+    k.s[4].size = 10;
+    kexpect(&k, EB_ERR_FORMAT, "section INDEX is 10 bytes, not a whole number of u32 indices");
+    k.s[4].size = 12;
+    k.s[4].dtype = EB_DTYPE_U64;
+    kexpect(&k, EB_ERR_FORMAT, "section INDEX: field 'dtype' is 5 (u64); storage shared-sparse needs 4 (u32)");
+    kspec_init(&k, EB_STORE_SHARED_SPARSE);
+    k.s[4].size = 8; /* N = 2: PARAMS must be 2 x 2 x 4 */
+    kexpect(&k, EB_ERR_FORMAT, "section PARAMS is 24 bytes but samples with N = 2 kept indices needs 2 x 2 x 4 = 16");
+    kspec_init(&k, EB_STORE_SHARED_SPARSE);
+    k.s[3].data = sv_nan;
+    kexpect(&k, EB_ERR_NUMERIC, "section PARAMS: value [0][1] is NaN");
+    kspec_init(&k, EB_STORE_SHARED_SPARSE);
+    k.s[4].size = 0; /* N = 0: all zero, with empty PARAMS */
+    k.s[3].size = 0;
+    {
+        tfile f = kbuild(&k);
+        eb_bundle *b = open_ok(&f, 0);
+        float d[4] = {9, 9, 9, 9};
+        eb_error err;
+        assert_int_equal(eb_bundle_decode(b, 0, 1, d, &err), EB_OK);
+        assert_true(d[0] == 0.0f && d[3] == 0.0f);
+        eb_bundle_close(b);
+        tfile_free(&f);
+    }
+
+    kspec_init(&k, EB_STORE_CSR);
+    k.s[5] = k.s[4];
+    k.n = 5;
+    kexpect(&k, EB_ERR_FORMAT, "storage 'csr' needs a ROWPTR section");
+    kspec_init(&k, EB_STORE_CSR);
+    k.s[5].size = 16;
+    kexpect(&k, EB_ERR_FORMAT, "section ROWPTR is 16 bytes but samples needs (2 rows + 1) x 8 = 24");
+    kspec_init(&k, EB_STORE_CSR);
+    k.s[5].dtype = EB_DTYPE_U32;
+    kexpect(&k, EB_ERR_FORMAT, "section ROWPTR: field 'dtype' is 4 (u32); storage csr needs 5 (u64)");
+    k.s[5].dtype = EB_DTYPE_U64;
+    k.s[5].data = rp_bad0;
+    kexpect(&k, EB_ERR_FORMAT, "section ROWPTR: offset [0] is 1; it must be 0");
+    k.s[5].data = rp_dec;
+    kexpect(&k, EB_ERR_FORMAT, "section ROWPTR: offset [2] is 2 after offset [1] 3 (offsets must not decrease");
+    k.s[5].data = rp_wide;
+    kexpect(&k, EB_ERR_FORMAT, "section ROWPTR: offset [1] is 5 after offset [0] 0");
+    k.s[5].data = rp_end;
+    kexpect(&k, EB_ERR_FORMAT, "section ROWPTR: the last offset [2] is 2 but section INDEX holds 3 indices (nnz)");
+    kspec_init(&k, EB_STORE_CSR);
+    k.s[4].data = ix_dec; /* row 0 = {0, 3}, row 1 = {2}: fine across rows */
+    {
+        tfile f = kbuild(&k);
+        eb_bundle *b = open_ok(&f, 0);
+        eb_bundle_close(b);
+        tfile_free(&f);
+    }
+    k.s[4].data = ix_rows; /* row 0 = {2, 3}, row 1 = {0} */
+    {
+        tfile f = kbuild(&k);
+        eb_bundle *b = open_ok(&f, 0);
+        eb_bundle_close(b);
+        tfile_free(&f);
+    }
+    {
+        const uint64_t rp_one[3] = {0, 3, 3}; /* row 0 = {0, 2, 2}: a repeat within a row */
+        kspec_init(&k, EB_STORE_CSR);
+        k.s[4].data = ix_dup;
+        k.s[5].data = rp_one;
+        kexpect(&k, EB_ERR_FORMAT, "section INDEX: index [2] is 2, not above index [1] 2 "
+                                   "(indices must increase within a row)");
+        k.s[4].data = ix_k;
+        kexpect(&k, EB_ERR_FORMAT, "section INDEX: index [2] is 4, not below K = 4");
+    }
+    kspec_init(&k, EB_STORE_CSR);
+    k.s[3].size = 8;
+    kexpect(&k, EB_ERR_FORMAT, "section PARAMS is 8 bytes but samples with nnz = 3 (section "
+                               "INDEX) needs 3 x 4 = 12 (storage csr)");
+}
+
+static void test_head_field(void **state)
+{
+    spec p;
+    tfile f;
+    eb_bundle *b;
+    (void)state;
+    p = spec_default();
+    p.kind = EB_REPR_DISTILLED;
+    p.params_bytes = 5 * 4;
+    f = build_spec(&p);
+    expect_fail(&f, 0, EB_ERR_FORMAT, "field 'head' is 0 (none); a distilled bundle needs 1");
+    tfile_free(&f);
+    put32(p.post + EB_BP_HEAD, 4);
+    {
+        tsec s[4];
+        spec_post(&p);
+        put32(p.post + EB_BP_HEAD, 4); /* spec_post leaves the head alone */
+        f = build(s, spec_sections(&p, s));
+        expect_fail(&f, 0, EB_ERR_FORMAT, "field 'head' is 4 (unknown); a distilled bundle");
+        tfile_free(&f);
+        put32(p.post + EB_BP_HEAD, EB_HEAD_DIRICHLET);
+        f = build(s, 4);
+        b = open_ok(&f, 0);
+        assert_int_equal(eb_bundle_repr(b), EB_REPR_DISTILLED);
+        assert_int_equal(eb_bundle_head(b), EB_HEAD_DIRICHLET);
+        assert_int_equal(eb_bundle_param_rows(b), 1);
+        eb_bundle_close(b);
+        tfile_free(&f);
+        /* the reserved bytes after the head */
+        p.post[EB_BP_RESERVED + 7] = 1;
+        f = build(s, 4);
+        expect_fail(&f, 0, EB_ERR_FORMAT, "field 'reserved' (bytes 24..31) is not zero");
+        put16(f.p + EB_BH_MINOR, 2); /* a newer minor may use them; the head is still read */
+        fix_crcs(&f);
+        b = open_ok(&f, 0);
+        assert_int_equal(eb_bundle_head(b), EB_HEAD_DIRICHLET);
+        eb_bundle_close(b);
+        tfile_free(&f);
+    }
+    /* a head on another representation */
+    p = spec_default();
+    {
+        tsec s[4];
+        spec_sections(&p, s);
+        put32(p.post + EB_BP_HEAD, EB_HEAD_CATEGORICAL);
+        f = build(s, 4);
+        expect_fail(&f, 0, EB_ERR_FORMAT, "field 'head' is 1 but only a distilled bundle has a "
+                                          "head (this one is samples)");
+        tfile_free(&f);
+    }
+}
+
+/* A file written by format 1.0 (minor 0, f32, the head bytes zero as
+ * reserved) still reads, strictly, for each 1.0 representation. */
+static void test_format_1_0_reads(void **state)
+{
+    spec p = spec_default();
+    tsec s[5];
+    tfile f;
+    eb_bundle *b;
+    unsigned major, minor;
+    (void)state;
+    f = build_spec(&p);
+    put16(f.p + EB_BH_MINOR, 0);
+    fix_crcs(&f);
+    b = open_ok(&f, 0);
+    eb_bundle_version(b, &major, &minor);
+    assert_int_equal(major, 1);
+    assert_int_equal(minor, 0);
+    assert_int_equal(eb_bundle_storage(b), EB_STORE_F32);
+    assert_int_equal(eb_bundle_head(b), EB_HEAD_NONE);
+    assert_memory_equal(eb_bundle_params(b), g_theta, sizeof g_theta);
+    eb_bundle_close(b);
+    tfile_free(&f);
+    p = spec_default();
+    f = build(s, gaussian_sections(&p, s, g_sigma));
+    put16(f.p + EB_BH_MINOR, 0);
+    fix_crcs(&f);
+    b = open_ok(&f, 0);
+    assert_memory_equal(eb_bundle_sigma(b), g_sigma, sizeof g_sigma);
+    eb_bundle_close(b);
+    tfile_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1554,6 +2421,18 @@ int main(void)
         cmocka_unit_test(test_writer_atomic),
         cmocka_unit_test(test_alloc_failures_open),
         cmocka_unit_test(test_alloc_failures_write),
+        cmocka_unit_test(test_f16_conversion),
+        cmocka_unit_test(test_storage_roundtrips),
+        cmocka_unit_test(test_decode_arguments),
+        cmocka_unit_test(test_storage_writer_errors),
+        cmocka_unit_test(test_int8_scales),
+        cmocka_unit_test(test_shared_sparse_size),
+        cmocka_unit_test(test_handbuilt_kinds_ok),
+        cmocka_unit_test(test_malformed_int8),
+        cmocka_unit_test(test_malformed_f16),
+        cmocka_unit_test(test_malformed_sparse),
+        cmocka_unit_test(test_head_field),
+        cmocka_unit_test(test_format_1_0_reads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -115,6 +115,7 @@ static double evaluate(const char *path, uint32_t S, uint64_t seed, float **prob
     assert_int_equal(eb_posterior_predict(&p, test.x, test.n, S, seed, 100, probs, &err), EB_OK);
     eb_metric_predictive(pbar, probs, test.n, S, 10);
     acc = eb_metric_accuracy(pbar, test.y, test.n, 10);
+    eb_posterior_release(&p);
     eb_bundle_close(b);
     free(pbar);
     if (probs_out)
@@ -210,6 +211,7 @@ static void test_dropout_passes(void **state)
     assert_int_equal(eb_posterior_from_bundle(b, &p, &err), EB_OK);
     assert_true(eb_arch_has_dropout(&p.arch));
     assert_int_equal(eb_posterior_default_draws(&p), 4);
+    eb_posterior_release(&p);
     eb_bundle_close(b);
     acc = evaluate(path, 4, 9, &p1);
     evaluate(path, 4, 9, &p2);
@@ -269,6 +271,7 @@ static void test_mismatched_bundle_is_refused(void **state)
     assert_int_equal(eb_bundle_open(path, EB_BUNDLE_OPEN_DEFAULT, &b, &err), EB_OK);
     assert_int_equal(eb_posterior_from_bundle(b, &p, &err), EB_ERR_FORMAT);
     assert_non_null(strstr(err.msg, "7 parameters per member"));
+    eb_posterior_release(&p);
     eb_bundle_close(b);
 
     /* an architecture text that does not parse */
@@ -280,6 +283,7 @@ static void test_mismatched_bundle_is_refused(void **state)
     assert_int_equal(eb_bundle_open(path, EB_BUNDLE_OPEN_DEFAULT, &b, &err), EB_OK);
     assert_int_equal(eb_posterior_from_bundle(b, &p, &err), EB_ERR_FORMAT);
     assert_non_null(strstr(err.msg, "unknown layer 'warp'"));
+    eb_posterior_release(&p);
     eb_bundle_close(b);
 }
 

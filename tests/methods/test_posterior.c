@@ -5,7 +5,8 @@
  * matches central finite differences for samples, dropout and gaussian
  * posteriors. A gaussian posterior draws the same weights for a draw in
  * every batch, reduces to its mean when sigma is 0, and its draws have the
- * mean mu and the spread sigma. */
+ * mean mu and the spread sigma. Posteriors decode every bundle storage
+ * kind and refuse to predict a distilled one (not implemented yet). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/eb_alloc.h"
 #include "methods/eb_methods.h"
@@ -266,6 +268,100 @@ static void test_pieces_equal_whole(void **state)
     free(x); free(whole); free(piece); free(params);
 }
 
+/* Posteriors from bundles of every storage kind: non-f32 values are
+ * decoded into an owned, 64-byte-aligned buffer (params, then sigma for
+ * gaussian) equal to eb_bundle_decode's rows, and predict; f32 keeps
+ * pointing into the map; a distilled bundle is viewed (head filled in) but
+ * its prediction is refused; release frees and is idempotent. */
+static void test_from_bundle_storage(void **state)
+{
+    const char *arch = "input 1x1x2; dense 3"; /* K = 2 x 3 + 3 = 9 */
+    float theta[3 * 9], sigma[9], dst[9], x[2] = {0.5f, -1.0f}, probs[3 * 3];
+    const uint64_t groups[3] = {0, 6, 9}; /* weights, biases */
+    char path[512];
+    eb_error err;
+    (void)state;
+    for (int i = 0; i < 27; i++)
+        theta[i] = i % 3 == 0 ? 0.0f : 0.1f * (float)(i - 13);
+    for (int i = 0; i < 9; i++)
+        sigma[i] = 0.05f * (float)(i % 4);
+    snprintf(path, sizeof path, "%s/posterior_%d.ebb", EB_TEST_BINARY_DIR, (int)getpid());
+    for (int repr = EB_REPR_SAMPLES; repr <= EB_REPR_DISTILLED; repr++)
+        for (int sk = EB_STORE_F32; sk <= EB_STORE_CSR; sk++) {
+            eb_bundle_writer *w;
+            eb_bundle *b;
+            eb_posterior p;
+            eb_predictor *pr = NULL;
+            eb_status st;
+            const char *a = repr == EB_REPR_DROPOUT ? "input 1x1x2; dropout 0.5; dense 3" : arch;
+            const uint32_t rows = repr == EB_REPR_SAMPLES ? 3 : 1;
+            assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+            assert_int_equal(eb_bundle_writer_arch(w, a, &err), EB_OK);
+            if (repr == EB_REPR_SAMPLES)
+                st = eb_bundle_writer_samples(w, 3, 9, theta, &err);
+            else if (repr == EB_REPR_GAUSSIAN)
+                st = eb_bundle_writer_gaussian(w, 2, 9, theta, sigma, &err);
+            else if (repr == EB_REPR_DROPOUT)
+                st = eb_bundle_writer_dropout(w, 2, 9, theta, &err);
+            else
+                st = eb_bundle_writer_distilled(w, EB_HEAD_CATEGORICAL, 2, 9, theta, &err);
+            assert_int_equal(st, EB_OK);
+            assert_int_equal(eb_bundle_writer_storage(w, (eb_storage_kind)sk,
+                                                      sk == EB_STORE_INT8 ? groups : NULL,
+                                                      sk == EB_STORE_INT8 ? 2 : 0, &err),
+                             EB_OK);
+            assert_int_equal(eb_bundle_write(w, path, &err), EB_OK);
+            eb_bundle_writer_free(w);
+            assert_int_equal(eb_bundle_open(path, 0, &b, &err), EB_OK);
+            if (eb_posterior_from_bundle(b, &p, &err) != EB_OK)
+                fail_msg("%s %s: %s", eb_repr_name((eb_repr_kind)repr),
+                         eb_storage_name((eb_storage_kind)sk), err.msg);
+            assert_int_equal(p.storage, sk);
+            assert_int_equal(p.head, repr == EB_REPR_DISTILLED ? EB_HEAD_CATEGORICAL
+                                                               : EB_HEAD_NONE);
+            if (sk == EB_STORE_F32) {
+                assert_null(p.owned);
+                assert_ptr_equal(p.params, eb_bundle_params(b));
+            } else {
+                assert_non_null(p.owned);
+                assert_ptr_equal(p.params, p.owned);
+                assert_int_equal((uintptr_t)p.owned % 64, 0);
+            }
+            assert_int_equal((uintptr_t)p.params % 64, 0);
+            for (uint32_t r = 0; r < rows; r++) {
+                assert_int_equal(eb_bundle_decode(b, EB_TENSOR_PARAMS, r, dst, &err), EB_OK);
+                assert_memory_equal(p.params + r * 9, dst, sizeof dst);
+            }
+            if (repr == EB_REPR_GAUSSIAN) {
+                assert_int_equal(eb_bundle_decode(b, EB_TENSOR_SIGMA, 0, dst, &err), EB_OK);
+                assert_memory_equal(p.sigma, dst, sizeof dst);
+                if (sk != EB_STORE_F32)
+                    assert_ptr_equal(p.sigma, p.owned + 9);
+            } else {
+                assert_null(p.sigma);
+            }
+            st = eb_predictor_new(&p, 1, 0, &pr, &err);
+            if (repr == EB_REPR_DISTILLED) {
+                assert_int_equal(st, EB_ERR_UNSUPPORTED);
+                assert_non_null(strstr(err.msg, "distilled posterior (head 'categorical')"));
+                assert_null(pr);
+            } else {
+                double sum = 0.0;
+                assert_int_equal(st, EB_OK);
+                assert_int_equal(eb_predictor_run(pr, x, 1, 0, 3, 0, probs, &err), EB_OK);
+                for (int c = 0; c < 3; c++)
+                    sum += probs[c];
+                assert_true(fabs(sum - 1.0) < 1e-5);
+                eb_predictor_free(pr);
+            }
+            eb_posterior_release(&p);
+            assert_null(p.owned);
+            eb_posterior_release(&p); /* idempotent */
+            eb_bundle_close(b);
+        }
+    remove(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -275,6 +371,7 @@ int main(void)
         cmocka_unit_test(test_gaussian_draws),
         cmocka_unit_test(test_gaussian_weight_moments),
         cmocka_unit_test(test_pieces_equal_whole),
+        cmocka_unit_test(test_from_bundle_storage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
