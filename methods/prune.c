@@ -16,6 +16,7 @@
  *              smaller dense architecture, then fine-tuned.
  * docs/transforms.md records the settings and the measurements behind
  * the defaults. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -601,8 +602,9 @@ static eb_status iterate_member(const eb_transform_request *req, const prune_opt
     return st;
 }
 
-/* The parent's training run, as far as its metadata tells: its settings
- * (hp.*) over the map method's defaults, and its seed. */
+/* The parent's training run, from its metadata: its settings (hp.*, over
+ * the map method's defaults; an ensemble's extra `samples` is not a map
+ * setting and is not needed) and its seed. */
 static eb_status parent_training(const eb_transform_request *req, eb_sgd_config *cfg,
                                  uint64_t *seed, eb_error *err)
 {
@@ -610,14 +612,30 @@ static eb_status parent_training(const eb_transform_request *req, eb_sgd_config 
     eb_settings s;
     eb_status st;
 
-    *seed = req->seed;
+    const char *method = req->parent ? eb_bundle_meta_get(req->parent, "method") : NULL;
+    const char *v = req->parent ? eb_bundle_meta_get(req->parent, "seed") : NULL;
+
+    /* Without its seed and recipe the parent's run cannot be replayed, and
+     * a rewind point from another run would not match the parent's
+     * magnitudes: refuse rather than produce an unrelated ticket. */
+    if (!method || !v || (strcmp(method, "map") && strcmp(method, "ensemble")))
+        return eb_error_set(err, EB_ERR_ARG,
+                            "prune: schedule=rewind replays the parent's training run and needs "
+                            "a parent bundle trained by map or ensemble (its method, seed and "
+                            "hp.* metadata); this parent's method is '%s'",
+                            method ? method : "unrecorded");
     if (!map)
         return eb_error_set(err, EB_ERR_INTERNAL, "prune: the map method is not registered");
     st = eb_method_settings(map, "custom", &s, err);
     if (st)
         return st;
-    if (req->parent) {
-        const char *v = eb_bundle_meta_get(req->parent, "seed");
+    {
+        char *end;
+        errno = 0;
+        *seed = strtoull(v, &end, 10);
+        if (errno || end == v || *end)
+            return eb_error_set(err, EB_ERR_FORMAT, "prune: the parent's metadata seed '%s' is "
+                                "not a number", v);
         for (int i = 0; i < s.n; i++) {
             char key[80];
             const char *hv;
@@ -626,8 +644,6 @@ static eb_status parent_training(const eb_transform_request *req, eb_sgd_config 
             if (hv && (st = eb_settings_set(&s, s.spec[i].key, hv, err)))
                 return eb_error_prefix(err, "prune: the parent's metadata %s: ", key);
         }
-        if (v)
-            *seed = strtoull(v, NULL, 10);
     }
     return eb_sgd_config_from_settings(cfg, &s, err);
 }
