@@ -1,5 +1,5 @@
 /* eb_prune.h: pruning primitives over flat parameter vectors, and the
- * `prune` bundle transform (methods/prune.c; docs/transforms.md has the
+ * `prune` bundle transform (methods/prune.c; docs/prune.md has the
  * settings and the measurements behind the defaults).
  *
  * Vocabulary. The *weights* of an architecture are the W tensors of its

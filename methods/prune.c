@@ -14,7 +14,7 @@
  *              samples share one sparsity pattern;
  *   structure=units  whole hidden units / channels removed, giving a
  *              smaller dense architecture, then fine-tuned.
- * docs/transforms.md records the settings and the measurements behind
+ * docs/prune.md records the settings and the measurements behind
  * the defaults. */
 #include <errno.h>
 #include <math.h>
@@ -358,11 +358,13 @@ static const eb_setting_spec prune_settings[] = {
      "rewind: iterative with late rewinding (lottery ticket)"},
     {"rate", EB_SET_FLOAT, "0.5", 0.05, 0.95, NULL,
      "iterative/rewind: fraction of the remaining weights pruned per cycle"},
-    {"finetune_epochs", EB_SET_INT, "1", 0, 1000, NULL,
+    {"finetune_epochs", EB_SET_INT, "2", 0, 1000, NULL,
      "iterative and structure=units: epochs of masked fine-tuning per cycle"},
-    {"lr", EB_SET_FLOAT, "0.0003", 1e-7, 1, NULL,
+    {"lr", EB_SET_FLOAT, "0.002", 1e-7, 1, NULL,
      "fine-tuning: Adam's peak learning rate (cosine schedule per cycle)"},
     {"batch", EB_SET_INT, "128", 1, 65536, NULL, "fine-tuning mini-batch size"},
+    {"weight_decay", EB_SET_FLOAT, "0.0005", 0, 1, NULL,
+     "fine-tuning: L2 decay (the gradient of a Gaussian prior, as in map)"},
     {"criterion", EB_SET_CHOICE, "auto", 0, 0, "auto|magnitude|snr",
      "what ranks weights: |theta|, or |mu|/sigma for gaussian parents (auto: snr for "
      "gaussian, magnitude otherwise)"},
@@ -391,7 +393,7 @@ static const eb_setting_spec prune_settings[] = {
 typedef enum schedule_kind { SCHED_ONESHOT, SCHED_ITERATIVE, SCHED_REWIND } schedule_kind;
 
 typedef struct prune_opts {
-    double sparsity, rate, lr;
+    double sparsity, rate, lr, weight_decay;
     eb_prune_scope scope;
     schedule_kind schedule;
     int finetune_epochs, batch, rewind_epochs, retrain_epochs, samples;
@@ -423,6 +425,7 @@ static eb_status read_opts(const eb_transform_request *req, prune_opts *o, eb_er
     o->sparsity = eb_settings_float(s, "sparsity");
     o->rate = eb_settings_float(s, "rate");
     o->lr = eb_settings_float(s, "lr");
+    o->weight_decay = eb_settings_float(s, "weight_decay");
     o->scope = !strcmp(eb_settings_str(s, "scope"), "global") ? EB_PRUNE_GLOBAL : EB_PRUNE_LAYER;
     o->schedule = !strcmp(sched, "iterative") ? SCHED_ITERATIVE
                   : !strcmp(sched, "rewind")  ? SCHED_REWIND
@@ -550,15 +553,20 @@ static uint64_t cycle_seed(uint64_t seed, int cycle)
 }
 
 /* Masked fine-tuning: Adam from the given weights (warm start), a cosine
- * schedule from `lr` over the cycle's epochs, no weight decay. Cosine
+ * schedule from `lr` over the cycle's epochs. Cosine
  * rather than constant: each cycle ends annealed, so the next cycle's
- * magnitudes are those of a settled network, not of one mid-step. */
+ * magnitudes are those of a settled network, not of one mid-step. The
+ * defaults (lr 0.002, 2 epochs per cycle, weight decay 5e-4) are the
+ * measured ones of docs/prune.md: without decay the sparse network
+ * refits the training set (loss 0.10 to 0.19) and loses 1.2 to 1.5
+ * points at 90% on Fashion-MNIST's mlp; with it, 0.8. */
 static void finetune_config(const prune_opts *o, const eb_transform_request *req, int dropout,
                             eb_sgd_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     eb_optim_config_default(&cfg->optim, EB_OPTIM_ADAM);
     cfg->optim.lr = (float)o->lr;
+    cfg->optim.weight_decay = (float)o->weight_decay;
     cfg->schedule = EB_SCHEDULE_COSINE;
     cfg->epochs = o->finetune_epochs;
     cfg->batch = o->batch;

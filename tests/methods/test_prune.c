@@ -645,7 +645,7 @@ static void test_iterative_keeps_accuracy(void **state)
     assert_true(dense > 0.8);
     /* 80%, not 90%: this network has 1,216 weights, and at 90% its output
      * layer keeps 19 of 192 (the Fashion-MNIST measurement in
-     * docs/transforms.md covers 90% and beyond) */
+     * docs/prune.md covers 90% and beyond) */
     assert_true(acc_it > dense - 0.03);
     assert_true(acc_it > acc_one);
     assert_true(fabs(eb_prune_sparsity(&mlp, it.params, -1) - 0.8) < 1e-3);
