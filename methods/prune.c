@@ -813,21 +813,21 @@ static eb_status sample_in_mask(const eb_transform_request *req, const prune_opt
     hooks.phase = o->then;
     st = eb_sgmcmc_run(&t, &cfg, &hooks, res.params, &trace, err);
     eb_target_free(&t);
-    if (!st)
-        st = eb_sampler_trace_to_meta(&trace, &res, err);
-    eb_sampler_trace_free(&trace);
-    if (st) {
+    if (!st) {
+        /* the samples replace the pruned network; its metadata carries
+         * over, then the sampler's trace joins it */
+        res.meta = out->meta;
+        res.meta_len = out->meta_len;
+        res.meta_cap = out->meta_cap;
+        out->meta = NULL;
+        eb_trained_free(out);
+        *out = res;
+        st = eb_sampler_trace_to_meta(&trace, out, err);
+    } else {
         eb_trained_free(&res);
-        return eb_error_prefix(err, "prune: then=%s: ", o->then);
     }
-    /* the samples replace the pruned network; its metadata carries over */
-    res.meta = out->meta;
-    res.meta_len = out->meta_len;
-    res.meta_cap = out->meta_cap;
-    out->meta = NULL;
-    eb_trained_free(out);
-    *out = res;
-    return EB_OK;
+    eb_sampler_trace_free(&trace);
+    return st ? eb_error_prefix(err, "prune: then=%s: ", o->then) : EB_OK;
 }
 
 /* Achieved sparsity, overall and per weighted layer, averaged over the
