@@ -852,6 +852,75 @@ static void test_invalid(void **state)
     free(two);
 }
 
+/* stop_epoch: the first epochs of a longer run, its schedule unchanged */
+static void test_stop_epoch(void **state)
+{
+    const size_t K = mlp.n_params;
+    float *a = malloc(K * sizeof *a), *b = malloc(K * sizeof *b);
+    eb_sgd_config cfg = adam_config(2, 0.01f);
+    eb_error err;
+    (void)state;
+    /* constant schedule: 2 of 4 epochs are exactly a 2-epoch run */
+    cfg.schedule = EB_SCHEDULE_CONSTANT;
+    assert_int_equal(eb_sgd_train(&mlp, &train_set, &cfg, 9, 0, a, "a", NULL, NULL, NULL, &err),
+                     EB_OK);
+    cfg.epochs = 4;
+    cfg.stop_epoch = 2;
+    assert_int_equal(eb_sgd_train(&mlp, &train_set, &cfg, 9, 0, b, "b", NULL, NULL, NULL, &err),
+                     EB_OK);
+    assert_memory_equal(a, b, K * sizeof *a);
+    /* cosine: the stopped run was still at a high rate, so it differs
+     * from an annealed 2-epoch run */
+    cfg.schedule = EB_SCHEDULE_COSINE;
+    assert_int_equal(eb_sgd_train(&mlp, &train_set, &cfg, 9, 0, b, "b", NULL, NULL, NULL, &err),
+                     EB_OK);
+    cfg.epochs = 2;
+    cfg.stop_epoch = 0;
+    assert_int_equal(eb_sgd_train(&mlp, &train_set, &cfg, 9, 0, a, "a", NULL, NULL, NULL, &err),
+                     EB_OK);
+    assert_true(memcmp(a, b, K * sizeof *a) != 0);
+    free(a);
+    free(b);
+}
+
+/* a gaussian parent loses units from mu and sigma alike */
+static void test_units_gaussian(void **state)
+{
+    const size_t K = mlp.n_params;
+    float *ms = malloc(2 * K * sizeof *ms), *expect;
+    uint8_t keep[128];
+    eb_arch small;
+    eb_posterior p;
+    eb_trained out;
+    eb_error err;
+    (void)state;
+    memcpy(ms, map_theta, K * sizeof *ms);
+    fill_normal(ms + K, K, 61, 0.1f);
+    for (size_t i = 0; i < K; i++)
+        ms[K + i] = fabsf(ms[K + i]);
+    memset(&p, 0, sizeof p);
+    p.arch = mlp;
+    p.repr = EB_REPR_GAUSSIAN;
+    p.members = 10;
+    p.k = K;
+    p.params = ms;
+    p.sigma = ms + K;
+    assert_int_equal(run_prune(&p, "structure=units sparsity=0.5", 1, &out, &err), EB_OK);
+    assert_int_equal(out.rows, 2);
+    assert_int_equal(out.repr, EB_REPR_GAUSSIAN);
+    assert_int_equal(out.arch.layers[1].units, 32);
+    assert_int_equal(eb_prune_units_select(&mlp, ms, 1, 0.5, keep, &err), EB_OK);
+    assert_int_equal(eb_prune_units_arch(&mlp, keep, &small, &err), EB_OK);
+    expect = malloc(small.n_params * sizeof *expect);
+    eb_prune_units_shrink(&mlp, keep, &small, ms, expect);
+    assert_memory_equal(out.params, expect, small.n_params * sizeof *expect);
+    eb_prune_units_shrink(&mlp, keep, &small, ms + K, expect);
+    assert_memory_equal(out.params + small.n_params, expect, small.n_params * sizeof *expect);
+    eb_trained_free(&out);
+    free(expect);
+    free(ms);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -863,6 +932,8 @@ int main(void)
         cmocka_unit_test(test_snr_criterion),
         cmocka_unit_test(test_units_match_zeroed),
         cmocka_unit_test(test_units_transform),
+        cmocka_unit_test(test_units_gaussian),
+        cmocka_unit_test(test_stop_epoch),
         cmocka_unit_test(test_oneshot_per_member),
         cmocka_unit_test(test_iterative_keeps_accuracy),
         cmocka_unit_test(test_rewind),
