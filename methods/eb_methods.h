@@ -151,13 +151,28 @@ typedef struct eb_sgd_config {
      * are summed in shard order, so a given count is deterministic. 0 or
      * 1: one thread. */
     int threads;
+    /* Sparse training (pruning): mask (K) holds 1 for a kept parameter and
+     * 0 for a pruned one; NULL trains densely. Pruned parameters are zeroed
+     * at the start, their gradient is masked, and after every optimiser
+     * step they (and their momentum / Adam moments) are set back to
+     * exactly 0. Borrowed; must outlive the call. */
+    const uint8_t *mask;
+    /* 0: theta is initialised from the INIT stream; 1: theta holds the
+     * starting point (fine-tuning, rewinding) and the INIT stream is not
+     * used. */
+    int warm_start;
+    /* 0: run all `epochs`; n > 0: stop after n epochs, the learning-rate
+     * schedule still spanning `epochs` (the weights a full run has after
+     * n epochs: lottery-ticket rewinding points). */
+    int stop_epoch;
 } eb_sgd_config;
 
 /* Fills cfg from the shared training settings (epochs, batch, optimizer,
  * lr, momentum, weight_decay, schedule). */
 eb_status eb_sgd_config_from_settings(eb_sgd_config *cfg, const eb_settings *s, eb_error *err);
 
-/* Trains theta (K; initialised here from the INIT stream) on data with
+/* Trains theta (K; initialised here from the INIT stream unless
+ * cfg->warm_start) on data with
  * mini-batches in an order drawn from the ORDER stream; `member` offsets
  * both streams so ensemble members differ. Reports progress per batch
  * group. Returns the final epoch's mean loss in *final_loss (may be

@@ -172,6 +172,13 @@ typedef struct eb_sgmcmc_config {
     int chains;         /* independent chains, run one after another */
     int samples;        /* per chain */
     uint64_t seed;
+    /* Sparse-structure sampling: mask (dim) holds 1 where a coordinate
+     * moves and 0 where it is pinned at exactly 0 (its gradient, momentum
+     * and noise are dropped; the keyed noise is still drawn for every
+     * coordinate, so the kept coordinates see the same noise as without a
+     * mask). Every sample then shares the mask's sparsity pattern. NULL:
+     * dense. Borrowed. */
+    const uint8_t *mask;
 } eb_sgmcmc_config;
 
 /* What a sampler run reports back besides its samples. Arrays are
@@ -364,6 +371,14 @@ eb_status eb_posterior_chain_diag(const eb_posterior *p, int chains, const float
 /* The first `subset` examples of data (all when 0 or larger than n), as a
  * view. */
 eb_dataset eb_sampler_subset(const eb_dataset *data, long subset);
+
+/* Fills cfg from the settings of one of the SG-MCMC network methods
+ * (sgld, sghmc, csgld, csghmc: `method` names it) for data of n examples:
+ * samples, chains, batch, lr, temperature, prior_var, friction, and
+ * burnin/thin (constant schedule) or epochs/cycles/explore (cyclical),
+ * converted from epochs to steps. The seed and mask are left 0 / NULL. */
+eb_status eb_sgmcmc_config_from_settings(eb_sgmcmc_config *cfg, const char *method,
+                                         const eb_settings *s, size_t n, eb_error *err);
 
 /* Records a trace in t's metadata: trace.chain<c>.loss and
  * trace.chain<c>.nll as comma-separated %.6g values (HMC also

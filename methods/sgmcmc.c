@@ -39,12 +39,29 @@ typedef struct sg_update {
     float decay;     /* 1 / (N prior_var): the prior's gradient per unit of mean NLL */
     float noise_sd;  /* sqrt(2 friction lr T / N), 0 without noise */
     uint64_t seed, stream, step;
+    const uint8_t *mask; /* (dim) or NULL */
 } sg_update;
 
 static void sg_update_slice(void *uctx, float *theta, float *grad, size_t lo, size_t hi)
 {
     const sg_update *u = uctx;
-    if (u->noise_sd > 0.0f) {
+    if (u->mask) {
+        /* the same arithmetic, with pinned coordinates left at exactly 0 */
+        const uint8_t *mask = u->mask;
+        if (u->noise_sd > 0.0f)
+            eb_noise_keyed(u->noise + lo, lo, hi, u->seed, u->stream, u->step);
+        for (size_t i = lo; i < hi; i++) {
+            if (mask[i]) {
+                const float g = grad[i] + u->decay * theta[i];
+                const float xi = u->noise_sd > 0.0f ? u->noise_sd * u->noise[i] : 0.0f;
+                u->v[i] = u->keep * u->v[i] - u->lr * g + xi;
+                theta[i] += u->v[i];
+            } else {
+                u->v[i] = 0.0f;
+                theta[i] = 0.0f;
+            }
+        }
+    } else if (u->noise_sd > 0.0f) {
         eb_noise_keyed(u->noise + lo, lo, hi, u->seed, u->stream, u->step);
         for (size_t i = lo; i < hi; i++) {
             const float g = grad[i] + u->decay * theta[i];
@@ -159,6 +176,7 @@ eb_status eb_sgmcmc_run(const eb_target *t, const eb_sgmcmc_config *cfg,
     u.keep = (float)(1.0 - cfg->friction);
     u.decay = (float)(1.0 / ((double)N * cfg->prior_var));
     u.seed = cfg->seed;
+    u.mask = cfg->mask;
 
     for (int c = 0; c < cfg->chains && !st; c++) {
         eb_rng order_rng;
@@ -171,6 +189,10 @@ eb_status eb_sgmcmc_run(const eb_target *t, const eb_sgmcmc_config *cfg,
             memset(theta, 0, K * sizeof *theta);
         if (st)
             break;
+        if (cfg->mask)
+            for (size_t i = 0; i < K; i++)
+                if (!cfg->mask[i])
+                    theta[i] = 0.0f;
         memset(v, 0, K * sizeof *v);
         eb_rng_seed(&order_rng, cfg->seed, EB_STREAM_ORDER + (uint64_t)c);
         for (size_t i = 0; i < N; i++)
@@ -322,6 +344,45 @@ static const eb_setting_spec csghmc_settings[] = {
      "noise-free exploration share of each cycle; samples come from the rest"},
     {NULL, 0, NULL, 0, 0, NULL, NULL}};
 
+eb_status eb_sgmcmc_config_from_settings(eb_sgmcmc_config *cfg, const char *method,
+                                         const eb_settings *s, size_t n, eb_error *err)
+{
+    const int cyclical = !strcmp(method, "csgld") || !strcmp(method, "csghmc");
+    const int langevin = !strcmp(method, "sgld") || !strcmp(method, "csgld");
+    const int S = (int)eb_settings_int(s, "samples"), chains = (int)eb_settings_int(s, "chains");
+    long per_epoch;
+
+    memset(cfg, 0, sizeof *cfg);
+    if (!cyclical && !langevin && strcmp(method, "sghmc"))
+        return eb_error_set(err, EB_ERR_ARG, "'%s' is not an SG-MCMC method (sgld, sghmc, "
+                            "csgld, csghmc)", method);
+    if (S % chains)
+        return eb_error_set(err, EB_ERR_ARG, "setting 'samples' (%d) must be a multiple of "
+                            "setting 'chains' (%d)", S, chains);
+    cfg->lr = eb_settings_float(s, "lr");
+    cfg->friction = langevin ? 1.0 : eb_settings_float(s, "friction");
+    cfg->temperature = eb_settings_float(s, "temperature");
+    cfg->prior_var = eb_settings_float(s, "prior_var");
+    cfg->batch = (int)eb_settings_int(s, "batch");
+    cfg->noise = 1;
+    cfg->chains = chains;
+    cfg->samples = S / chains;
+    per_epoch = (long)((n + (size_t)cfg->batch - 1) / (size_t)cfg->batch);
+    if (cyclical) {
+        cfg->cycles = (int)eb_settings_int(s, "cycles");
+        cfg->explore = eb_settings_float(s, "explore");
+        cfg->steps = eb_settings_int(s, "epochs") * per_epoch;
+        if (cfg->samples % cfg->cycles)
+            return eb_error_set(err, EB_ERR_ARG, "setting 'samples' per chain (%d) must be a "
+                                "multiple of setting 'cycles' (%d)", cfg->samples, cfg->cycles);
+        cfg->per_cycle = cfg->samples / cfg->cycles;
+    } else {
+        cfg->burnin = eb_settings_int(s, "burnin") * per_epoch;
+        cfg->thin = eb_settings_int(s, "thin") * per_epoch;
+    }
+    return EB_OK;
+}
+
 /* Chain c starts from its own He initialisation. */
 static eb_status nn_init(void *ctx, int chain, float *theta, eb_error *err)
 {
@@ -333,10 +394,10 @@ static eb_status nn_init(void *ctx, int chain, float *theta, eb_error *err)
     return EB_OK;
 }
 
-/* Trains one of the SG-MCMC network methods. cyclical: the cSG-MCMC
- * schedule; friction: 1 for the Langevin methods. */
-static eb_status sg_train(const eb_train_request *req, const char *name, int cyclical,
-                          double friction, eb_trained *out, eb_error *err)
+/* Trains one of the SG-MCMC network methods (the name picks the schedule
+ * and friction, eb_sgmcmc_config_from_settings). */
+static eb_status sg_train(const eb_train_request *req, const char *name, eb_trained *out,
+                          eb_error *err)
 {
     const eb_settings *s = req->settings;
     const eb_dataset data = eb_sampler_subset(req->train, eb_settings_int(s, "subset"));
@@ -346,35 +407,12 @@ static eb_status sg_train(const eb_train_request *req, const char *name, int cyc
     eb_sampler_trace trace;
     eb_target t;
     eb_status st;
-    long per_epoch;
 
-    memset(&cfg, 0, sizeof cfg);
     memset(&trace, 0, sizeof trace);
-    if (S % chains)
-        return eb_error_set(err, EB_ERR_ARG, "setting 'samples' (%d) must be a multiple of "
-                            "setting 'chains' (%d)", S, chains);
-    cfg.lr = eb_settings_float(s, "lr");
-    cfg.friction = friction;
-    cfg.temperature = eb_settings_float(s, "temperature");
-    cfg.prior_var = eb_settings_float(s, "prior_var");
-    cfg.batch = (int)eb_settings_int(s, "batch");
-    cfg.noise = 1;
-    cfg.chains = chains;
-    cfg.samples = S / chains;
+    st = eb_sgmcmc_config_from_settings(&cfg, name, s, data.n, err);
+    if (st)
+        return st;
     cfg.seed = req->seed;
-    per_epoch = (long)((data.n + (size_t)cfg.batch - 1) / (size_t)cfg.batch);
-    if (cyclical) {
-        cfg.cycles = (int)eb_settings_int(s, "cycles");
-        cfg.explore = eb_settings_float(s, "explore");
-        cfg.steps = eb_settings_int(s, "epochs") * per_epoch;
-        if (cfg.samples % cfg.cycles)
-            return eb_error_set(err, EB_ERR_ARG, "setting 'samples' per chain (%d) must be a "
-                                "multiple of setting 'cycles' (%d)", cfg.samples, cfg.cycles);
-        cfg.per_cycle = cfg.samples / cfg.cycles;
-    } else {
-        cfg.burnin = eb_settings_int(s, "burnin") * per_epoch;
-        cfg.thin = eb_settings_int(s, "thin") * per_epoch;
-    }
     st = eb_target_nn(&t, req->arch, &data, cfg.batch, req->threads, err);
     if (st)
         return st;
@@ -406,22 +444,22 @@ static eb_status sg_train(const eb_train_request *req, const char *name, int cyc
 
 static eb_status sgld_train(const eb_train_request *req, eb_trained *out, eb_error *err)
 {
-    return sg_train(req, "sgld", 0, 1.0, out, err);
+    return sg_train(req, "sgld", out, err);
 }
 
 static eb_status sghmc_train(const eb_train_request *req, eb_trained *out, eb_error *err)
 {
-    return sg_train(req, "sghmc", 0, eb_settings_float(req->settings, "friction"), out, err);
+    return sg_train(req, "sghmc", out, err);
 }
 
 static eb_status csgld_train(const eb_train_request *req, eb_trained *out, eb_error *err)
 {
-    return sg_train(req, "csgld", 1, 1.0, out, err);
+    return sg_train(req, "csgld", out, err);
 }
 
 static eb_status csghmc_train(const eb_train_request *req, eb_trained *out, eb_error *err)
 {
-    return sg_train(req, "csghmc", 1, eb_settings_float(req->settings, "friction"), out, err);
+    return sg_train(req, "csghmc", out, err);
 }
 
 const eb_method eb_method_sgld = {

@@ -55,12 +55,32 @@ static float lr_at(const eb_sgd_config *cfg, long step, long total)
 typedef struct update_ctx {
     eb_optim *opt;
     float lr;
+    const uint8_t *mask; /* (K) or NULL */
 } update_ctx;
 
+/* With a mask, a pruned coordinate's gradient is zeroed before the step
+ * (so no momentum or moment builds up) and its value and optimiser state
+ * are reset to exactly 0 after it: weight decay of a zero is zero, but an
+ * explicit reset keeps the invariant independent of the update rule. */
 static void optim_update(void *uctx, float *theta, float *grad, size_t lo, size_t hi)
 {
     update_ctx *u = uctx;
+    const uint8_t *mask = u->mask;
+    if (mask)
+        for (size_t i = lo; i < hi; i++)
+            if (!mask[i])
+                grad[i] = 0.0f;
     eb_optim_step_range(u->opt, theta, grad, u->lr, lo, hi);
+    if (mask) {
+        float *m = u->opt->m, *v = u->opt->v;
+        for (size_t i = lo; i < hi; i++)
+            if (!mask[i]) {
+                theta[i] = 0.0f;
+                m[i] = 0.0f;
+                if (v)
+                    v[i] = 0.0f;
+            }
+    }
 }
 
 eb_status eb_sgd_train(const eb_arch *arch, const eb_dataset *data, const eb_sgd_config *cfg,
@@ -76,7 +96,7 @@ eb_status eb_sgd_train(const eb_arch *arch, const eb_dataset *data, const eb_sgd
     eb_status st = EB_OK;
     uint32_t *order = NULL;
     update_ctx u;
-    int B, T;
+    int B, T, run_epochs;
     long per_epoch, total;
     double epoch_loss = 0.0;
 
@@ -108,14 +128,23 @@ eb_status eb_sgd_train(const eb_arch *arch, const eb_dataset *data, const eb_sgd
     st = eb_grad_engine_new(&eb_nn_shard_ops, &shard, data, arch->n_params, B, T, &engine, err);
     if (st)
         goto done;
-    eb_rng_seed(&rng, seed, EB_STREAM_INIT + member);
-    eb_arch_init_params(arch, theta, &rng);
+    if (!cfg->warm_start) {
+        eb_rng_seed(&rng, seed, EB_STREAM_INIT + member);
+        eb_arch_init_params(arch, theta, &rng);
+    }
+    if (cfg->mask)
+        for (size_t i = 0; i < arch->n_params; i++)
+            if (!cfg->mask[i])
+                theta[i] = 0.0f;
     eb_rng_seed(&rng, seed, EB_STREAM_ORDER + member);
     for (size_t i = 0; i < n; i++)
         order[i] = (uint32_t)i;
     u.opt = &opt;
+    u.mask = cfg->mask;
+    run_epochs = cfg->stop_epoch > 0 && cfg->stop_epoch < cfg->epochs ? cfg->stop_epoch
+                                                                      : cfg->epochs;
 
-    for (int epoch = 0; epoch < cfg->epochs && !st; epoch++) {
+    for (int epoch = 0; epoch < run_epochs && !st; epoch++) {
         double t0 = now_sec(), loss_sum = 0.0;
         size_t seen = 0;
         eb_rng_shuffle_u32(&rng, order, n);
@@ -134,9 +163,9 @@ eb_status eb_sgd_train(const eb_arch *arch, const eb_dataset *data, const eb_sgd
                 eb_progress p;
                 p.phase = phase;
                 p.epoch = epoch + 1;
-                p.epochs = cfg->epochs;
+                p.epochs = run_epochs;
                 p.loss = loss_sum / (double)seen;
-                p.fraction = (double)(step + 1) / (double)total;
+                p.fraction = (double)(step + 1) / ((double)per_epoch * run_epochs);
                 p.images_per_sec = (double)seen / (now_sec() - t0 + 1e-12);
                 p.epoch_done = b + 1 == per_epoch;
                 progress(progress_ctx, &p);
