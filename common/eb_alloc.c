@@ -3,6 +3,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 static long fail_countdown; /* 0 = disarmed */
 static long alloc_total;
@@ -29,6 +30,15 @@ void *eb_calloc(size_t count, size_t size)
     if (count == 0 || size == 0)
         return calloc(1, 1);
     return calloc(count, size);
+}
+
+char *eb_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = eb_malloc(n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
 }
 
 void *eb_realloc(void *ptr, size_t size)

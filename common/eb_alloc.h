@@ -13,6 +13,8 @@ void *eb_malloc(size_t size);
 void *eb_calloc(size_t count, size_t size);
 void *eb_realloc(void *ptr, size_t size);
 void eb_free(void *ptr);
+/* A copy of the string s through eb_malloc; NULL when out of memory. */
+char *eb_strdup(const char *s);
 
 /* Memory aligned to `align` bytes (a power of two, at least
  * sizeof(void *)); freed with eb_free_aligned. */

@@ -17,6 +17,7 @@
 
 #include "common/eb_status.h"
 #include "methods/eb_methods.h"
+#include "methods/eb_transform.h"
 
 #define EB_SUITE_MAX_METHODS 32
 #define EB_SUITE_MAX_SEEDS 16
@@ -55,6 +56,37 @@ typedef struct eb_suite_method {
     char set_key[EB_SETTINGS_MAX * 2][EB_SUITE_NAME_MAX]; /* "epochs" or "cnn.epochs" */
     char set_value[EB_SETTINGS_MAX * 2][EB_SETTING_VALUE_MAX];
 } eb_suite_method;
+
+/* A [transform <label>] section: a transform with settings, usable as a
+ * step of a chain by its label. */
+typedef struct eb_suite_transform {
+    char label[EB_SUITE_NAME_MAX];
+    const eb_transform *transform; /* `transform = <kind>`, default: the label */
+    int n_sets;
+    char set_key[EB_SETTINGS_MAX][EB_SUITE_NAME_MAX];
+    char set_value[EB_SETTINGS_MAX][EB_SETTING_VALUE_MAX];
+} eb_suite_transform;
+
+#define EB_SUITE_MAX_TRANSFORMS 16
+#define EB_SUITE_MAX_CHAINS 32
+#define EB_CHAIN_MAX_STEPS 4
+
+/* One step of a chain: "prune:0.9" (a transform name or a [transform]
+ * label, and an optional value for the transform's short key). */
+typedef struct eb_chain_step {
+    const eb_transform *transform;
+    int section;                       /* index into suite transforms, -1: none */
+    char value[EB_SETTING_VALUE_MAX];  /* "" when no ':value' */
+} eb_chain_step;
+
+/* A line of [chains]: `label = method -> step -> step`. */
+typedef struct eb_suite_chain {
+    char label[EB_SUITE_NAME_MAX];
+    int method;                        /* index of the base [method] section */
+    int n_steps;
+    eb_chain_step steps[EB_CHAIN_MAX_STEPS];
+    char text[256];                    /* canonical: "sgld -> prune:0.9 -> quantize:int8" */
+} eb_suite_chain;
 
 typedef struct eb_suite {
     char name[EB_SUITE_NAME_MAX];
@@ -100,6 +132,11 @@ typedef struct eb_suite {
     /* [method ...] */
     int n_methods;
     eb_suite_method methods[EB_SUITE_MAX_METHODS];
+    /* [transform ...] and [chains] */
+    int n_transforms;
+    eb_suite_transform transforms[EB_SUITE_MAX_TRANSFORMS];
+    int n_chains;
+    eb_suite_chain chains[EB_SUITE_MAX_CHAINS];
 } eb_suite;
 
 /* Parses suite text; `source` names it in messages ("suite.ini",
@@ -117,11 +154,16 @@ typedef struct eb_job {
     char arch[EB_SUITE_NAME_MAX];
     uint64_t seed;
     eb_settings settings;      /* the method's settings for this arch */
+    /* A chain job: the base method's bundle, then each step's transform
+     * with its settings. NULL for a plain method job. */
+    const eb_suite_chain *chain;
+    eb_settings step_settings[EB_CHAIN_MAX_STEPS];
     char name[160];            /* "ensemble/mlp/s1" */
     char key[65];              /* SHA-256 of the canonical definition */
 } eb_job;
 
-/* Expands the suite into jobs (seed-major, then arch, then method). The
+/* Expands the suite into jobs (seed-major, then arch, then each method,
+ * then each chain whose base method runs on the arch). The
  * caller frees *jobs with eb_free. shard_index in [1, shard_count]: only
  * jobs with index % shard_count == shard_index - 1 are returned. */
 eb_status eb_suite_jobs(const eb_suite *s, int shard_index, int shard_count, eb_job **jobs,
@@ -130,5 +172,17 @@ eb_status eb_suite_jobs(const eb_suite *s, int shard_index, int shard_count, eb_
 /* The canonical settings text of a job ("key=value;..." sorted), used in
  * keys, bundle hashes and the database. */
 void eb_job_settings_text(const eb_job *j, char *buf, size_t len);
+/* The same for settings of any spec (a chain step's). */
+void eb_settings_text(const eb_settings *st, char *buf, size_t len);
+
+/* Parses one chain text "method -> step -> ..." against the suite's
+ * method and transform sections into *c (label left as is). Errors name
+ * the part at fault. */
+eb_status eb_suite_parse_chain(const eb_suite *s, const char *text, eb_suite_chain *c,
+                               eb_error *err);
+/* The settings of step i of a chain: the transform's defaults, its
+ * [transform] section's keys, then the short value. */
+eb_status eb_chain_step_settings(const eb_suite *s, const eb_chain_step *step,
+                                 eb_settings *st, eb_error *err);
 
 #endif /* EB_SUITE_H */

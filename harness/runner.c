@@ -1009,6 +1009,7 @@ typedef struct bundle_ref {
     char sha256[65]; /* of the file */
     int trained;     /* built in this run */
     double train_seconds; /* from this run or the cache's sidecar; NAN if unknown */
+    double transform_seconds; /* a chain's steps together; NAN if unknown, 0 for none */
 } bundle_ref;
 
 static eb_status get_bundle(const eb_run_options *o, const eb_suite *s, const eb_job *j,
@@ -1084,6 +1085,119 @@ static eb_status get_bundle(const eb_run_options *o, const eb_suite *s, const eb
     return eb_sha256_file(b->path, b->sha256, err);
 }
 
+/* What compression a bundle carries: the share of zero weights a pruning
+ * step reached and the bits per stored value (32 for f32 and the sparse
+ * kinds' values). Read from the bundle itself, for every job, so plain
+ * and compressed posteriors sit on the same axes. */
+static eb_status add_compression(record *r, const char *path, eb_error *err)
+{
+    eb_bundle *b;
+    const char *v;
+    double sparsity = 0.0, bits = 32.0;
+    eb_status st = eb_bundle_open(path, EB_BUNDLE_SKIP_TENSOR_CHECK, &b, err);
+    if (st)
+        return st;
+    if ((v = eb_bundle_meta_get(b, "prune.sparsity")))
+        sparsity = strtod(v, NULL);
+    switch (eb_bundle_storage(b)) {
+    case EB_STORE_F16: bits = 16.0; break;
+    case EB_STORE_INT8: bits = 8.0; break;
+    default: break;
+    }
+    eb_bundle_close(b);
+    st = add_metric(r, "compression", "sparsity", sparsity, 1, "", NULL, err, "%s", "");
+    if (!st)
+        st = add_metric(r, "compression", "bits", bits, 0, "bits", NULL, err, "%s", "");
+    return st;
+}
+
+/* The cache name of one transform step: its parent's bytes, the transform,
+ * settings, seed, thread count and code. */
+static eb_status step_hash(const char *parent_sha, const eb_transform *t,
+                           const eb_settings *st, uint64_t seed, int threads, char hex[65],
+                           eb_error *err)
+{
+    char text[6144], settings[4096];
+    int w;
+    eb_settings_text(st, settings, sizeof settings);
+    w = snprintf(text, sizeof text,
+                 "edgebayes-transform-v1\nparent=%s\ntransform=%s\nsettings=%s\nseed=%llu\n"
+                 "threads=%d\ncode=%s %s\n",
+                 parent_sha, t->name, settings, (unsigned long long)seed, threads, eb_version(),
+                 eb_version_commit());
+    if (w < 0 || (size_t)w >= sizeof text)
+        return eb_error_set(err, EB_ERR_INTERNAL, "transform definition too long");
+    return eb_sha256_buffer(text, (size_t)w, hex, err);
+}
+
+/* The bundle of a job: the method's (get_bundle), then for a chain job
+ * each step applied to the previous bundle, every step cached by its own
+ * hash, so chains sharing a prefix share its bundles. */
+static eb_status get_job_bundle(const eb_run_options *o, const eb_suite *s, const eb_job *j,
+                                int threads, eval_data *data, const char *cache, bundle_ref *b,
+                                FILE *log, eb_error *err)
+{
+    eb_status st = get_bundle(o, s, j, threads, data, cache, b, log, err);
+    b->transform_seconds = 0.0;
+    if (st || !j->chain)
+        return st;
+    for (int i = 0; i < j->chain->n_steps; i++) {
+        const eb_chain_step *step = &j->chain->steps[i];
+        const eb_settings *set = &j->step_settings[i];
+        char hash[65], path[1200], side[1300];
+        double secs = NAN;
+        if ((st = step_hash(b->sha256, step->transform, set, j->seed, threads, hash, err)))
+            return st;
+        if (snprintf(path, sizeof path, "%s/%s.ebb", cache, hash) >= (int)sizeof path ||
+            snprintf(side, sizeof side, "%s/%s.train", cache, hash) >= (int)sizeof side)
+            return eb_error_set(err, EB_ERR_ARG, "cache directory '%s' is too long", cache);
+        {
+            eb_bundle *bb = NULL;
+            int cached = eb_file_exists(path) &&
+                         eb_bundle_open(path, EB_BUNDLE_OPEN_DEFAULT, &bb, NULL) == EB_OK;
+            eb_bundle_close(bb);
+            if (cached) {
+                char *text;
+                size_t len;
+                if (eb_file_read_all(side, &text, &len, NULL) == EB_OK) {
+                    secs = strtod(text, NULL);
+                    eb_free(text);
+                }
+            } else {
+                eb_progress_out prog;
+                char label[300];
+                eb_tmpfile tf;
+                const eb_dataset *train = NULL;
+                if (step->transform->needs_train) {
+                    if ((st = data_train(s, data, err)))
+                        return st;
+                    train = &data->train;
+                }
+                snprintf(label, sizeof label, "%s %s", j->name, step->transform->name);
+                eb_progress_out_init(&prog, log, label, o->quiet);
+                st = eb_transform_bundle(step->transform, b->path, train, set, j->seed, threads,
+                                         eb_progress_report, &prog, path, &secs, err);
+                eb_progress_out_finish(&prog);
+                eb_dataset_free(&data->train);
+                data->have_train = 0;
+                if (st)
+                    return st;
+                b->trained = 1;
+                if (eb_tmpfile_open(&tf, side, NULL) == EB_OK) {
+                    fprintf(tf.fp, "%.6f\n", secs);
+                    if (eb_tmpfile_commit(&tf, NULL) != EB_OK)
+                        eb_tmpfile_abort(&tf);
+                }
+            }
+        }
+        b->transform_seconds += secs;
+        snprintf(b->path, sizeof b->path, "%s", path);
+        if ((st = eb_sha256_file(b->path, b->sha256, err)))
+            return st;
+    }
+    return EB_OK;
+}
+
 /* The reference posterior's test predictive per seed, computed once. */
 typedef struct ref_cache {
     int n;
@@ -1113,10 +1227,11 @@ static eb_status eval_fidelity(const eb_run_options *o, const eb_suite *s, const
     double agree, tv;
     eb_status st;
     if (!(s->facets & EB_FACET_FIDELITY) || !s->fidelity_reference[0] || !pbar ||
-        !strcmp(j->m->label, s->fidelity_reference))
+        (!j->chain && !strcmp(j->m->label, s->fidelity_reference)))
         return EB_OK;
     for (int i = 0; i < n_all && !ref; i++)
-        if (!strcmp(all[i].m->label, s->fidelity_reference) && all[i].seed == j->seed &&
+        if (!all[i].chain && !strcmp(all[i].m->label, s->fidelity_reference) &&
+            all[i].seed == j->seed &&
             !strcmp(all[i].arch, j->arch))
             ref = &all[i];
     if (!ref || eb_settings_int(&ref->settings, "subset") != eb_settings_int(&j->settings,
@@ -1401,7 +1516,7 @@ eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *e
         memset(&rec, 0, sizeof rec);
         eb_error_clear(&jerr);
         logf_(log, o->quiet, "[%d/%d] %s\n", i + 1, n_jobs, j->name);
-        st = get_bundle(o, s, j, threads, &data, cache, &b, log, &jerr);
+        st = get_job_bundle(o, s, j, threads, &data, cache, &b, log, &jerr);
         if (!st) {
             if (b.trained)
                 sum->bundles_trained++;
@@ -1418,16 +1533,21 @@ eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *e
         if (!st && isfinite(b.train_seconds))
             st = add_metric(&rec, "training", "seconds", b.train_seconds, 0, "s", NULL, &jerr,
                             "%s", "");
+        if (!st && j->chain && isfinite(b.transform_seconds))
+            st = add_metric(&rec, "training", "transform_seconds", b.transform_seconds, 0, "s",
+                            NULL, &jerr, "%s", "");
         if (!st)
             st = add_metric(&rec, "training", "from_cache", !b.trained, 0, "", NULL, &jerr, "%s",
                             "");
+        if (!st)
+            st = add_compression(&rec, b.path, &jerr);
         /* register the bundle and store everything in one transaction */
         settings_json(&j->settings, settings, sizeof settings);
         memset(&def, 0, sizeof def);
         def.key = j->key;
         def.name = j->name;
         def.method = j->m->method->name;
-        def.chain = "";
+        def.chain = j->chain ? j->chain->text : "";
         def.arch = j->arch;
         def.seed = j->seed;
         def.device = s->device;

@@ -240,6 +240,8 @@ typedef struct parse_ctx {
     /* keys seen, to refuse duplicates: "section\x1fkey" */
     int n_seen;
     char seen[256][EB_SUITE_NAME_MAX * 2];
+    /* [chains] lines, parsed once every method and transform is known */
+    char chain_text[EB_SUITE_MAX_CHAINS][256];
 } parse_ctx;
 
 static int fail(parse_ctx *c, const char *fmt, ...)
@@ -603,11 +605,40 @@ static eb_suite_method *method_section(parse_ctx *c, const char *label)
 static int known_section(const char *section)
 {
     static const char *const names[] = {"suite",       "data",  "evaluation", "device",
-                                        "adversarial", "shift", "fidelity"};
+                                        "adversarial", "shift", "fidelity",   "chains"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(section, names[i]))
             return 1;
-    return !strncmp(section, "method ", 7);
+    return !strncmp(section, "method ", 7) || !strncmp(section, "transform ", 10);
+}
+
+#define KNOWN_SECTIONS                                                                    \
+    "suite, data, evaluation, device, adversarial, shift, fidelity, method <label>, "     \
+    "transform <label>, chains"
+
+/* The entry of a "transform <label>" section, created on first use; NULL
+ * (with the failure recorded) for a bad label or too many sections. */
+static eb_suite_transform *section_transform(parse_ctx *c, const char *section)
+{
+    const char *label = section + 10;
+    eb_suite *s = c->s;
+    while (*label == ' ')
+        label++;
+    if (!*label || strlen(label) >= EB_SUITE_NAME_MAX || strpbrk(label, " /:>")) {
+        fail(c, "[%s]: a transform section needs a label without spaces, '/', ':' or '>', at "
+                "most %d characters", section, EB_SUITE_NAME_MAX - 1);
+        return NULL;
+    }
+    for (int i = 0; i < s->n_transforms; i++)
+        if (!strcmp(s->transforms[i].label, label))
+            return &s->transforms[i];
+    if (s->n_transforms == EB_SUITE_MAX_TRANSFORMS) {
+        fail(c, "[%s]: more than %d transform sections", section, EB_SUITE_MAX_TRANSFORMS);
+        return NULL;
+    }
+    memset(&s->transforms[s->n_transforms], 0, sizeof s->transforms[0]);
+    snprintf(s->transforms[s->n_transforms].label, EB_SUITE_NAME_MAX, "%s", label);
+    return &s->transforms[s->n_transforms++];
 }
 
 /* The method entry of a "method <label>" section, created on first use;
@@ -655,11 +686,12 @@ static int scan_sections(parse_ctx *c)
                     b--;
                 snprintf(section, sizeof section, "%.*s", (int)(b - a), a);
                 if (!known_section(section)) {
-                    fail(c, "unknown section [%s] (known: suite, data, evaluation, device, "
-                            "adversarial, shift, fidelity, method <label>)", section);
+                    fail(c, "unknown section [%s] (known: " KNOWN_SECTIONS ")", section);
                     return line;
                 }
                 if (!strncmp(section, "method ", 7) && !section_method(c, section))
+                    return line;
+                if (!strncmp(section, "transform ", 10) && !section_transform(c, section))
                     return line;
             }
         }
@@ -669,6 +701,18 @@ static int scan_sections(parse_ctx *c)
         line++;
     }
     return 0;
+}
+
+/* "prune, quantize, distill": the transform table's names. */
+static const char *transform_names(void)
+{
+    static char buf[256];
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; eb_transforms[i] && used < sizeof buf; i++)
+        used += (size_t)snprintf(buf + used, sizeof buf - used, "%s%s", i ? ", " : "",
+                                 eb_transforms[i]->name);
+    return buf;
 }
 
 static int handler(void *user, const char *section, const char *key, const char *value)
@@ -742,8 +786,46 @@ static int handler(void *user, const char *section, const char *key, const char 
         m->n_sets++;
         return 1;
     }
-    return fail(c, "unknown section [%s] (known: suite, data, evaluation, device, adversarial, "
-                   "shift, fidelity, method <label>)", section);
+    if (!strncmp(section, "transform ", 10)) {
+        eb_suite_transform *t = section_transform(c, section);
+        if (!t)
+            return 0;
+        if (!strcmp(key, "transform")) {
+            t->transform = eb_transform_find(value);
+            if (!t->transform)
+                return fail(c, "[%s] transform: unknown transform '%s' (known: %s)", section,
+                            value, transform_names());
+            return 1;
+        }
+        if (t->n_sets == EB_SETTINGS_MAX)
+            return fail(c, "[%s]: too many settings", section);
+        if (strlen(key) >= EB_SUITE_NAME_MAX || strlen(value) >= EB_SETTING_VALUE_MAX)
+            return fail(c, "[%s] %s: name or value too long", section, key);
+        snprintf(t->set_key[t->n_sets], EB_SUITE_NAME_MAX, "%s", key);
+        snprintf(t->set_value[t->n_sets], EB_SETTING_VALUE_MAX, "%s", value);
+        t->n_sets++;
+        return 1;
+    }
+    if (!strcmp(section, "chains")) {
+        eb_suite *s = c->s;
+        if (s->n_chains == EB_SUITE_MAX_CHAINS)
+            return fail(c, "[chains]: more than %d chains", EB_SUITE_MAX_CHAINS);
+        if (!*key || strlen(key) >= EB_SUITE_NAME_MAX || strpbrk(key, " /"))
+            return fail(c, "[chains] %s: a chain label has no spaces or '/' and at most %d "
+                           "characters", key, EB_SUITE_NAME_MAX - 1);
+        for (int i = 0; i < s->n_methods; i++)
+            if (!strcmp(s->methods[i].label, key))
+                return fail(c, "[chains] %s: the label is already a method section's", key);
+        if (strlen(value) >= sizeof c->chain_text[0])
+            return fail(c, "[chains] %s: chain longer than %zu characters", key,
+                        sizeof c->chain_text[0] - 1);
+        memset(&s->chains[s->n_chains], 0, sizeof s->chains[0]);
+        snprintf(s->chains[s->n_chains].label, EB_SUITE_NAME_MAX, "%s", key);
+        snprintf(c->chain_text[s->n_chains], sizeof c->chain_text[0], "%s", value);
+        s->n_chains++;
+        return 1;
+    }
+    return fail(c, "unknown section [%s] (known: " KNOWN_SECTIONS ")", section);
 }
 
 /* Line number of `key` inside section `section` in text (1-based), or of
@@ -876,6 +958,158 @@ static eb_status validate_methods(parse_ctx *c, eb_error *err)
     return EB_OK;
 }
 
+eb_status eb_chain_step_settings(const eb_suite *s, const eb_chain_step *step,
+                                 eb_settings *st, eb_error *err)
+{
+    eb_status rc = eb_settings_init(st, step->transform->settings, err);
+    if (!rc && step->section >= 0) {
+        const eb_suite_transform *t = &s->transforms[step->section];
+        for (int k = 0; k < t->n_sets && !rc; k++)
+            rc = eb_settings_set(st, t->set_key[k], t->set_value[k], err);
+        if (rc)
+            eb_error_prefix(err, "[transform %s]: ", t->label);
+    }
+    if (!rc && step->value[0]) {
+        rc = eb_settings_set(st, step->transform->short_key, step->value, err);
+        if (rc)
+            eb_error_prefix(err, "step '%s:%s': ", step->transform->name, step->value);
+    }
+    return rc;
+}
+
+eb_status eb_suite_parse_chain(const eb_suite *s, const char *text, eb_suite_chain *c,
+                               eb_error *err)
+{
+    char buf[256], *parts[EB_CHAIN_MAX_STEPS + 2];
+    int n = 0;
+    size_t used;
+    char *p;
+
+    if (strlen(text) >= sizeof buf)
+        return eb_error_set(err, EB_ERR_FORMAT, "chain '%s' is too long", text);
+    snprintf(buf, sizeof buf, "%s", text);
+    /* split on "->" */
+    p = buf;
+    for (;;) {
+        char *arrow = strstr(p, "->"), *a, *e;
+        if (arrow)
+            *arrow = '\0';
+        for (a = p; isspace((unsigned char)*a); a++)
+            ;
+        for (e = a + strlen(a); e > a && isspace((unsigned char)e[-1]);)
+            *--e = '\0';
+        if (!*a)
+            return eb_error_set(err, EB_ERR_FORMAT, "chain '%s': an empty step", text);
+        if (n == EB_CHAIN_MAX_STEPS + 1)
+            return eb_error_set(err, EB_ERR_FORMAT, "chain '%s': more than %d transform steps",
+                                text, EB_CHAIN_MAX_STEPS);
+        parts[n++] = a;
+        if (!arrow)
+            break;
+        p = arrow + 2;
+    }
+    if (n < 2)
+        return eb_error_set(err, EB_ERR_FORMAT,
+                            "chain '%s': give a method and at least one step, as in "
+                            "'ensemble -> prune:0.9 -> quantize:int8'", text);
+    c->method = -1;
+    for (int i = 0; i < s->n_methods; i++)
+        if (!strcmp(s->methods[i].label, parts[0]))
+            c->method = i;
+    if (c->method < 0)
+        return eb_error_set(err, EB_ERR_FORMAT,
+                            "chain '%s': '%s' is not the label of a [method] section", text,
+                            parts[0]);
+    c->n_steps = n - 1;
+    used = (size_t)snprintf(c->text, sizeof c->text, "%s", parts[0]);
+    for (int i = 1; i < n; i++) {
+        eb_chain_step *st = &c->steps[i - 1];
+        char *colon = strchr(parts[i], ':');
+        const char *name = parts[i];
+        eb_settings tmp;
+        eb_status rc;
+        if (colon) {
+            *colon = '\0';
+            if (!colon[1] || strlen(colon + 1) >= sizeof st->value)
+                return eb_error_set(err, EB_ERR_FORMAT, "chain '%s': step '%s:' needs a value",
+                                    text, name);
+            snprintf(st->value, sizeof st->value, "%s", colon + 1);
+        } else {
+            st->value[0] = '\0';
+        }
+        st->section = -1;
+        st->transform = NULL;
+        for (int k = 0; k < s->n_transforms; k++)
+            if (!strcmp(s->transforms[k].label, name)) {
+                st->section = k;
+                st->transform = s->transforms[k].transform;
+            }
+        if (!st->transform)
+            st->transform = eb_transform_find(name);
+        if (!st->transform)
+            return eb_error_set(err, EB_ERR_FORMAT,
+                                "chain '%s': '%s' is neither a [transform] label nor a "
+                                "transform (known: %s)", text, name, transform_names());
+        if (st->value[0] && !st->transform->short_key)
+            return eb_error_set(err, EB_ERR_FORMAT,
+                                "chain '%s': transform '%s' takes no ':value'", text,
+                                st->transform->name);
+        rc = eb_chain_step_settings(s, st, &tmp, err);
+        if (rc) {
+            eb_error_prefix(err, "chain '%s': ", text);
+            return EB_ERR_FORMAT;
+        }
+        if (used < sizeof c->text)
+            used += (size_t)snprintf(c->text + used, sizeof c->text - used, " -> %s%s%s",
+                                     name, st->value[0] ? ":" : "", st->value);
+    }
+    if (used >= sizeof c->text)
+        return eb_error_set(err, EB_ERR_FORMAT, "chain '%s' is too long", text);
+    return EB_OK;
+}
+
+/* Resolves [transform] sections and [chains] lines. */
+static eb_status validate_chains(parse_ctx *c, eb_error *err)
+{
+    eb_suite *s = c->s;
+    for (int i = 0; i < s->n_transforms; i++) {
+        eb_suite_transform *t = &s->transforms[i];
+        char section[EB_SUITE_NAME_MAX + 12];
+        snprintf(section, sizeof section, "transform %s", t->label);
+        if (!t->transform) {
+            t->transform = eb_transform_find(t->label);
+            if (!t->transform)
+                return eb_error_set(err, EB_ERR_FORMAT,
+                                    "%s:%d: [%s]: '%s' is not a transform; add 'transform = "
+                                    "<kind>' (known: %s)",
+                                    c->source, find_line(c->text, section, NULL), section,
+                                    t->label, transform_names());
+        }
+        for (int k = 0; k < t->n_sets; k++) {
+            eb_settings st;
+            eb_error e;
+            if (eb_settings_init(&st, t->transform->settings, &e) ||
+                eb_settings_set(&st, t->set_key[k], t->set_value[k], &e))
+                return eb_error_set(err, EB_ERR_FORMAT, "%s:%d: [%s] %s: %s", c->source,
+                                    find_line(c->text, section, t->set_key[k]), section,
+                                    t->set_key[k], e.msg);
+        }
+    }
+    for (int i = 0; i < s->n_chains; i++) {
+        eb_suite_chain *ch = &s->chains[i];
+        eb_error e;
+        if (eb_suite_parse_chain(s, c->chain_text[i], ch, &e))
+            return eb_error_set(err, EB_ERR_FORMAT, "%s:%d: [chains] %s: %s", c->source,
+                                find_line(c->text, "chains", ch->label), ch->label, e.msg);
+        for (int k = 0; k < i; k++)
+            if (!strcmp(s->chains[k].label, ch->label))
+                return eb_error_set(err, EB_ERR_FORMAT, "%s:%d: [chains] %s: given twice",
+                                    c->source, find_line(c->text, "chains", ch->label),
+                                    ch->label);
+    }
+    return EB_OK;
+}
+
 eb_status eb_suite_parse(const char *text, const char *source, eb_suite *s, eb_error *err)
 {
     parse_ctx *c;
@@ -906,6 +1140,8 @@ eb_status eb_suite_parse(const char *text, const char *source, eb_suite *s, eb_e
     if (!s->name[0])
         snprintf(s->name, sizeof s->name, "%s", "unnamed");
     st = validate_methods(c, err);
+    if (!st)
+        st = validate_chains(c, err);
     if (!st && s->fidelity_reference[0]) {
         int found = 0;
         for (int i = 0; i < s->n_methods; i++)
@@ -955,18 +1191,23 @@ eb_status eb_suite_load(const char *name_or_path, eb_suite *s, eb_error *err)
 
 /* ---- jobs -------------------------------------------------------------- */
 
-void eb_job_settings_text(const eb_job *j, char *buf, size_t len)
+void eb_settings_text(const eb_settings *st, char *buf, size_t len)
 {
     size_t used = 0;
     buf[0] = '\0';
-    /* spec order is fixed per method, so this is canonical */
-    for (int i = 0; i < j->settings.n && used < len; i++) {
-        int w = snprintf(buf + used, len - used, "%s%s=%s", i ? ";" : "", j->settings.spec[i].key,
-                         j->settings.value[i]);
+    /* spec order is fixed per method or transform, so this is canonical */
+    for (int i = 0; i < st->n && used < len; i++) {
+        int w = snprintf(buf + used, len - used, "%s%s=%s", i ? ";" : "", st->spec[i].key,
+                         st->value[i]);
         if (w < 0)
             break;
         used += (size_t)w;
     }
+}
+
+void eb_job_settings_text(const eb_job *j, char *buf, size_t len)
+{
+    eb_settings_text(&j->settings, buf, len);
 }
 
 static eb_status job_settings(const eb_suite *s, const eb_suite_method *m, const char *arch,
@@ -1000,7 +1241,7 @@ static eb_status job_key(const eb_suite *s, eb_job *j, eb_error *err)
                  "data=%s,%s,%s,%zu,%zu\nevaluation=%u,%d,%.6g,%d\nfacets=%u\n"
                  "device=%s,%d,%d,%d,%.6g,%d,%.6g\n"
                  "adversarial=%d,%d,%d,%.6g,%d,%zu,",
-                 j->m->label, j->m->method->name, j->arch, (unsigned long long)j->seed, settings,
+                 j->chain ? j->chain->label : j->m->label, j->m->method->name, j->arch, (unsigned long long)j->seed, settings,
                  s->train, s->test, s->ood, s->test_limit, s->ood_limit, s->draws, s->bootstrap,
                  s->ci_level, s->store_predictions, s->facets, s->device, s->threads,
                  s->latency_warmup, s->latency_min_queries, s->latency_min_seconds,
@@ -1017,6 +1258,19 @@ static eb_status job_key(const eb_suite *s, eb_job *j, eb_error *err)
         used += (size_t)snprintf(text + used, sizeof text - used, "%s;", s->corruptions[i]);
     for (int i = 0; i < s->n_severities && used < sizeof text; i++)
         used += (size_t)snprintf(text + used, sizeof text - used, "%d;", s->severities[i]);
+    if (j->chain) {
+        /* a chain job: its steps with their full settings (a plain method
+         * job's key text is unchanged, so existing keys stay valid) */
+        if (used < sizeof text)
+            used += (size_t)snprintf(text + used, sizeof text - used, "\nchain=%s",
+                                     j->chain->text);
+        for (int i = 0; i < j->chain->n_steps && used < sizeof text; i++) {
+            char st[2048];
+            eb_settings_text(&j->step_settings[i], st, sizeof st);
+            used += (size_t)snprintf(text + used, sizeof text - used, "\nstep=%s;%s",
+                                     j->chain->steps[i].transform->name, st);
+        }
+    }
     if (used >= sizeof text)
         return eb_error_set(err, EB_ERR_INTERNAL, "job definition too long");
     return eb_sha256_buffer(text, used, j->key, err);
@@ -1054,7 +1308,7 @@ eb_status eb_suite_jobs(const eb_suite *s, int shard_index, int shard_count, eb_
 {
     char archs[EB_SUITE_MAX_ARCHS * (EB_SUITE_MAX_METHODS + 1)][EB_SUITE_NAME_MAX];
     int n_archs = all_archs(s, archs, (int)(sizeof archs / sizeof archs[0]));
-    int total = s->n_seeds * n_archs * s->n_methods, n = 0, index = 0;
+    int total = s->n_seeds * n_archs * (s->n_methods + s->n_chains), n = 0, index = 0;
     eb_job *out;
     *jobs = NULL;
     *n_jobs = 0;
@@ -1065,7 +1319,7 @@ eb_status eb_suite_jobs(const eb_suite *s, int shard_index, int shard_count, eb_
     if (!out)
         return eb_error_set(err, EB_ERR_NOMEM, "out of memory for %d jobs", total);
     for (int si = 0; si < s->n_seeds; si++)
-        for (int a = 0; a < n_archs; a++)
+        for (int a = 0; a < n_archs; a++) {
             for (int mi = 0; mi < s->n_methods; mi++) {
                 eb_job *j;
                 eb_status st;
@@ -1089,6 +1343,34 @@ eb_status eb_suite_jobs(const eb_suite *s, int shard_index, int shard_count, eb_
                 }
                 n++;
             }
+            for (int ci = 0; ci < s->n_chains; ci++) {
+                const eb_suite_chain *ch = &s->chains[ci];
+                eb_job *j;
+                eb_status st;
+                if (!runs_on(s, &s->methods[ch->method], archs[a]))
+                    continue;
+                if (index++ % shard_count != shard_index - 1)
+                    continue;
+                j = &out[n];
+                j->index = index - 1;
+                j->m = &s->methods[ch->method];
+                j->chain = ch;
+                j->seed = s->seeds[si];
+                memcpy(j->arch, archs[a], sizeof j->arch);
+                snprintf(j->name, sizeof j->name, "%s/%s/s%llu", ch->label, j->arch,
+                         (unsigned long long)j->seed);
+                st = job_settings(s, j->m, j->arch, &j->settings, err);
+                for (int k = 0; k < ch->n_steps && !st; k++)
+                    st = eb_chain_step_settings(s, &ch->steps[k], &j->step_settings[k], err);
+                if (!st)
+                    st = job_key(s, j, err);
+                if (st) {
+                    eb_free(out);
+                    return st;
+                }
+                n++;
+            }
+        }
     *jobs = out;
     *n_jobs = n;
     return EB_OK;

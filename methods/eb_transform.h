@@ -38,7 +38,29 @@ typedef struct eb_transform {
      * sparsity=0.9, "quantize:int8" sets precision=int8. */
     const char *short_key;
     eb_status (*apply)(const eb_transform_request *req, eb_trained *out, eb_error *err);
+    /* apply() reads req->train (fine-tuning, distillation); otherwise
+     * req->train may be NULL and the runner does not load it. */
+    int needs_train;
 } eb_transform;
+
+/* Applies t to the bundle at parent_path (train: training data for
+ * transforms that fine-tune or distil; may be NULL for those that do not)
+ * and writes the result to path atomically. The new bundle keeps the
+ * parent's metadata (its method, settings and provenance) and adds, for
+ * this step d (1 for a transform of a trained bundle, parent's + 1
+ * otherwise): transform.depth, transform.chain ("quantize:int8" steps
+ * joined by " -> "), transform.<d>.name, .parent_sha256, .seed, .threads,
+ * .code, and the settings as transform.<d>.hp.<key>; the transform's own
+ * metadata entries (prune.sparsity, ...) replace the parent's of the same
+ * key. Deterministic: the same parent, settings, seed and thread count
+ * give the same bytes. *seconds (may be NULL): the time apply() took. */
+eb_status eb_transform_bundle(const eb_transform *t, const char *parent_path,
+                              const eb_dataset *train, const eb_settings *settings, uint64_t seed,
+                              int threads, eb_progress_fn progress, void *progress_ctx,
+                              const char *path, double *seconds, eb_error *err);
+
+/* Settings with the transform's defaults. */
+eb_status eb_transform_settings(const eb_transform *t, eb_settings *s, eb_error *err);
 
 /* The transform table, terminated by a NULL name. */
 extern const eb_transform *const eb_transforms[];

@@ -371,7 +371,8 @@ static const eb_setting_spec prune_settings[] = {
     {"structure", EB_SET_CHOICE, "weights", 0, 0, "weights|units",
      "weights: unstructured masks; units: remove whole hidden units / channels"},
     {"storage", EB_SET_CHOICE, "auto", 0, 0, "auto|shared-sparse|csr|f32",
-     "bundle storage (auto: shared-sparse for samples, csr otherwise, f32 for units)"},
+     "bundle storage (auto: shared-sparse when every member shares one mask, csr when "
+     "members were pruned apart, f32 for units)"},
     {"rewind_epochs", EB_SET_INT, "1", 1, 10000, NULL,
      "rewind: epochs of the parent's training run whose weights survivors rewind to"},
     {"retrain_epochs", EB_SET_INT, "0", 0, 10000, NULL,
@@ -498,9 +499,14 @@ static eb_status read_opts(const eb_transform_request *req, prune_opts *o, eb_er
     else if (!strcmp(storage, "f32"))
         o->storage = EB_STORE_F32;
     else
-        o->storage = o->units                       ? EB_STORE_F32
-                     : p->repr == EB_REPR_SAMPLES || o->then ? EB_STORE_SHARED_SPARSE
-                                                              : EB_STORE_CSR;
+        /* one mask for every member (sparse-structure sampling, or a
+         * single network): one shared index set; members pruned apart
+         * have different masks, whose union would be nearly dense at
+         * large S, so each keeps its own row of a CSR */
+        o->storage = o->units ? EB_STORE_F32
+                     : o->then || (p->repr == EB_REPR_SAMPLES && p->members == 1)
+                         ? EB_STORE_SHARED_SPARSE
+                         : EB_STORE_CSR;
     return EB_OK;
 }
 
@@ -1041,4 +1047,5 @@ const eb_transform eb_transform_prune = {
     /* .settings = */ prune_settings,
     /* .short_key = */ "sparsity",
     /* .apply = */ prune_apply,
+    /* .needs_train = */ 1,
 };

@@ -116,7 +116,7 @@ eb_status eb_trained_meta(eb_trained *t, const char *key, const char *value, eb_
  * '=' or newline of its own cannot come from eb_trained_meta's callers
  * (keys are ours; values are numbers), but a line without '=' would be
  * refused here rather than written wrongly. */
-static eb_status write_trained_meta(const eb_trained *t, eb_bundle_writer *w, eb_error *err)
+eb_status eb_trained_write_meta(const eb_trained *t, eb_bundle_writer *w, eb_error *err)
 {
     size_t pos = 0;
     char *buf;
@@ -143,6 +143,41 @@ static eb_status write_trained_meta(const eb_trained *t, eb_bundle_writer *w, eb
     return st;
 }
 
+eb_status eb_trained_to_writer(const eb_trained *t, eb_bundle_writer *w, eb_error *err)
+{
+    char arch_text[EB_ARCH_TEXT_MAX];
+    eb_status st = eb_arch_format(&t->arch, arch_text, sizeof arch_text, err);
+    if (!st)
+        st = eb_bundle_writer_arch(w, arch_text, err);
+    if (st)
+        return st;
+    switch (t->repr) {
+    case EB_REPR_SAMPLES:
+        st = eb_bundle_writer_samples(w, t->rows, t->arch.n_params, t->params, err);
+        break;
+    case EB_REPR_DROPOUT:
+        st = eb_bundle_writer_dropout(w, t->members, t->arch.n_params, t->params, err);
+        break;
+    case EB_REPR_GAUSSIAN:
+        if (t->rows != 2)
+            return eb_error_set(err, EB_ERR_INTERNAL, "a gaussian posterior has 2 rows, not %u",
+                                t->rows);
+        st = eb_bundle_writer_gaussian(w, t->members, t->arch.n_params, t->params,
+                                       t->params + t->arch.n_params, err);
+        break;
+    case EB_REPR_DISTILLED:
+        st = eb_bundle_writer_distilled(w, (eb_head_kind)t->head, t->members, t->arch.n_params,
+                                        t->params, err);
+        break;
+    default:
+        return eb_error_set(err, EB_ERR_INTERNAL, "representation %d cannot be written",
+                            (int)t->repr);
+    }
+    if (!st && t->storage && t->storage != EB_STORE_F32)
+        st = eb_bundle_writer_storage(w, t->storage, t->groups, t->n_groups, err);
+    return st;
+}
+
 static eb_status meta_u64(eb_bundle_writer *w, const char *key, uint64_t v, eb_error *err)
 {
     char buf[32];
@@ -156,7 +191,6 @@ eb_status eb_method_train_bundle(const eb_method *m, const eb_train_request *req
     eb_bundle_writer *w = NULL;
     eb_trained t;
     eb_status st;
-    char arch_text[EB_ARCH_TEXT_MAX];
     int threads = eb_nn_set_threads(req->threads);
 
     memset(&t, 0, sizeof t);
@@ -193,21 +227,9 @@ eb_status eb_method_train_bundle(const eb_method *m, const eb_train_request *req
     if (!st)
         st = m->train(req, &t, err);
     if (!st)
-        st = write_trained_meta(&t, w, err);
+        st = eb_trained_write_meta(&t, w, err);
     if (!st)
-        st = eb_arch_format(&t.arch, arch_text, sizeof arch_text, err);
-    if (!st)
-        st = eb_bundle_writer_arch(w, arch_text, err);
-    if (!st && t.repr == EB_REPR_SAMPLES)
-        st = eb_bundle_writer_samples(w, t.members, t.arch.n_params, t.params, err);
-    else if (!st && t.repr == EB_REPR_DROPOUT)
-        st = eb_bundle_writer_dropout(w, t.members, t.arch.n_params, t.params, err);
-    else if (!st && t.repr == EB_REPR_GAUSSIAN && t.rows == 2)
-        st = eb_bundle_writer_gaussian(w, t.members, t.arch.n_params, t.params,
-                                       t.params + t.arch.n_params, err);
-    else if (!st)
-        st = eb_error_set(err, EB_ERR_INTERNAL, "method %s produced representation %s, which "
-                          "cannot be written yet", m->name, eb_repr_name(t.repr));
+        st = eb_trained_to_writer(&t, w, err);
     if (!st)
         st = eb_bundle_write(w, path, err);
     eb_bundle_writer_free(w);

@@ -805,7 +805,7 @@ out:
 /* ---- Pareto fronts ------------------------------------------------- */
 
 static const size_t pareto_metrics[] = {RP_COL_ACCURACY, RP_COL_NLL, RP_COL_ECE,
-                                        RP_COL_OOD_ENTROPY};
+                                        RP_COL_OOD_ENTROPY, RP_COL_PGD};
 #define N_PARETO_METRICS (sizeof pareto_metrics / sizeof pareto_metrics[0])
 
 typedef struct front_pt {
@@ -854,7 +854,7 @@ static eb_status plot_pareto(rp_plot *p, const rp_table *t, size_t xcol, const c
     if (panels == 0) {
         snprintf(p->note, sizeof p->note,
                  "Skipped: no job has both %s (metrics %s/%s%s%s) and one of accuracy, NLL,"
-                 " ECE or OOD AUROC.",
+                 " ECE, OOD AUROC or PGD accuracy.",
                  what, rp_columns[xcol].facet, rp_columns[xcol].name,
                  rp_columns[xcol].context[0] ? ", context " : "", rp_columns[xcol].context);
         goto out;
@@ -864,8 +864,9 @@ static eb_status plot_pareto(rp_plot *p, const rp_table *t, size_t xcol, const c
     p->width = cols * 520 > 640 ? cols * 520 : 640;
     p->height = rows * 440 + 40;
     snprintf(p->caption, sizeof p->caption,
-             "Accuracy, NLL, ECE and OOD AUROC (entropy) against %s (metrics %s/%s%s%s%s%s),"
-             " one labelled point per job; the step line is the Pareto front, the jobs no"
+             "Accuracy, NLL, ECE, OOD AUROC (entropy) and PGD accuracy (eps 0.1) against %s"
+             " (metrics %s/%s%s%s%s%s), one labelled point per job (method and transform"
+             " chain); the step line is the Pareto front, the jobs no"
              " other job beats on both axes (direction from metrics.higher_is_better; the"
              " resource is lower-is-better).",
              what, rp_columns[xcol].facet, rp_columns[xcol].name,
@@ -1269,6 +1270,180 @@ out:
     return s;
 }
 
+/* ---- quality against sparsity ------------------------------------------- */
+
+/* The series a job belongs to in the sparsity plot: method, arch, seed and
+ * its chain with every numeric ":value" dropped ("ensemble -> prune:0.9 ->
+ * quantize:int8" -> "ensemble -> prune -> quantize:int8"), so the points
+ * of one pruning recipe at several sparsities form one line. */
+static void sparsity_series(const rp_job *j, char *out, size_t cap)
+{
+    size_t used = (size_t)snprintf(out, cap, "%s", j->chain[0] ? "" : j->method);
+    const char *c = j->chain;
+    while (*c && used + 1 < cap) {
+        if (*c == ':') {
+            const char *e = c + 1;
+            char *end;
+            while (*e && *e != ' ')
+                e++;
+            strtod(c + 1, &end);
+            if (end == e && e > c + 1) {
+                c = e;
+                continue;
+            }
+        }
+        out[used++] = *c++;
+    }
+    out[used < cap ? used : cap - 1] = '\0';
+    used = strlen(out);
+    snprintf(out + used, cap - used, " (%s, s%lld)", j->arch, (long long)j->seed);
+}
+
+typedef struct sp_point {
+    double x;
+    size_t job;
+} sp_point;
+
+static int sp_cmp(const void *a, const void *b)
+{
+    const sp_point *x = a, *y = b;
+    return (x->x > y->x) - (x->x < y->x);
+}
+
+static const size_t sparsity_metrics[] = {RP_COL_ACCURACY, RP_COL_NLL, RP_COL_ECE,
+                                          RP_COL_OOD_ENTROPY};
+#define N_SPARSITY_METRICS (sizeof sparsity_metrics / sizeof sparsity_metrics[0])
+
+static eb_status plot_sparsity(rp_plot *p, const rp_table *t, const char *dir, eb_error *err)
+{
+    rp_db *d = t->d;
+    size_t n = d->n_rows ? d->n_rows : 1, n_series = 0, k = 0;
+    char (*names)[192] = NULL, key[192];
+    size_t *series_of = NULL; /* (n_rows) series index, SIZE_MAX: none */
+    sp_point *pts = NULL;
+    int rows, cols;
+    pfiles f;
+    eb_status s = EB_OK;
+
+    snprintf(p->title, sizeof p->title, "Quality against sparsity");
+    names = eb_malloc(n * sizeof *names);
+    series_of = eb_malloc(n * sizeof *series_of);
+    pts = eb_malloc(n * sizeof *pts);
+    if (!names || !series_of || !pts) {
+        s = eb_error_set(err, EB_ERR_NOMEM, "out of memory for the %s plot", p->name);
+        goto out;
+    }
+    /* series of the pruned jobs */
+    for (size_t r = 0; r < d->n_rows; r++) {
+        const rp_value *v = rp_table_value(t, RP_COL_SPARSITY, d->rows[r]);
+        size_t i;
+        series_of[r] = SIZE_MAX;
+        if (!v->has || v->v <= 0.0)
+            continue;
+        sparsity_series(&d->jobs[d->rows[r]], key, sizeof key);
+        for (i = 0; i < n_series && strcmp(names[i], key); i++)
+            ;
+        if (i == n_series)
+            snprintf(names[n_series++], sizeof names[0], "%s", key);
+        series_of[r] = i;
+    }
+    if (n_series == 0) {
+        snprintf(p->note, sizeof p->note,
+                 "Skipped: no job has a pruned bundle (metric compression/sparsity above 0);"
+                 " add chains with a prune step to the suite.");
+        goto out;
+    }
+    snprintf(p->caption, sizeof p->caption,
+             "Accuracy, NLL, ECE and OOD AUROC (entropy) against the share of weights pruned"
+             " (metric compression/sparsity), one line per pruning recipe: method, transform"
+             " chain without its numeric step values, architecture and seed. Each line starts"
+             " at the unpruned posterior of the same method, architecture and seed (sparsity"
+             " 0) when the run has it.");
+    layout_for(N_SPARSITY_METRICS, &rows, &cols);
+    p->width = cols * 600;
+    p->height = rows * 440 + 40;
+    if ((s = files_open(&f, dir, p->name, err)) != EB_OK)
+        goto out;
+    gp_begin(f.gp.fp, p);
+    fprintf(f.gp.fp, "    set multiplot layout %d,%d title ", rows, cols);
+    rp_gp_string(f.gp.fp, p->title);
+    fputs("\n    set key outside right top font ',8'\n    set xlabel 'sparsity'\n", f.gp.fp);
+    for (size_t m = 0; m < N_SPARSITY_METRICS; m++) {
+        const size_t mc = sparsity_metrics[m];
+        char ylabel[128];
+        int first = 1;
+        axis_label(ylabel, sizeof ylabel, mc);
+        fputs("    set autoscale\n    unset logscale\n    set xrange [-0.02:1]\n    set title ",
+              f.gp.fp);
+        rp_gp_string(f.gp.fp, rp_columns[mc].heading);
+        fputs("\n    set ylabel ", f.gp.fp);
+        rp_gp_string(f.gp.fp, ylabel);
+        fputs("\n    plot ", f.gp.fp);
+        for (size_t si = 0; si < n_series; si++) {
+            size_t np = 0;
+            for (size_t r = 0; r < d->n_rows; r++) {
+                const rp_job *j = &d->jobs[d->rows[r]];
+                const rp_value *vy = rp_table_value(t, mc, d->rows[r]);
+                const rp_value *vx = rp_table_value(t, RP_COL_SPARSITY, d->rows[r]);
+                int dense_anchor = 0;
+                if (!vy->has)
+                    continue;
+                if (series_of[r] != si) {
+                    /* the unpruned job of this series' method, arch and seed */
+                    char own[192];
+                    if (j->chain[0] || (vx->has && vx->v > 0.0))
+                        continue;
+                    snprintf(own, sizeof own, "%s", names[si]);
+                    {
+                        char *arrow = strstr(own, " -> "), *paren = strstr(own, " (");
+                        size_t mlen = arrow ? (size_t)(arrow - own) : paren ? (size_t)(paren - own)
+                                                                          : strlen(own);
+                        char tail[96];
+                        snprintf(tail, sizeof tail, " (%s, s%lld)", j->arch, (long long)j->seed);
+                        if (strlen(j->method) != mlen || strncmp(own, j->method, mlen) ||
+                            !paren || strcmp(paren, tail))
+                            continue;
+                    }
+                    dense_anchor = 1;
+                }
+                pts[np].x = dense_anchor ? 0.0 : vx->v;
+                pts[np].job = d->rows[r];
+                np++;
+            }
+            if (np == 0)
+                continue;
+            qsort(pts, np, sizeof *pts, sp_cmp);
+            fprintf(f.dat.fp, "%s# index %zu: %s against sparsity, %s\n# sparsity %s job\n",
+                    k ? "\n\n" : "", k, rp_columns[mc].heading, names[si], rp_columns[mc].key);
+            for (size_t i = 0; i < np; i++) {
+                dat_num(f.dat.fp, pts[i].x);
+                fputc(' ', f.dat.fp);
+                dat_num(f.dat.fp, rp_table_value(t, mc, pts[i].job)->v);
+                fputc(' ', f.dat.fp);
+                rp_dat_string(f.dat.fp, d->jobs[pts[i].job].label);
+                fputc('\n', f.dat.fp);
+            }
+            fprintf(f.gp.fp, "%s'%s.dat' index %zu using 1:2 with linespoints pt 7 ps 0.7 lw 2"
+                             " lc rgb '%s' title ",
+                    first ? "" : ", \\\n         ", p->name, k, palette[si % PALETTE_N]);
+            rp_gp_string(f.gp.fp, names[si]);
+            first = 0;
+            k++;
+        }
+        if (first) /* no series has this metric */
+            fputs("NaN notitle", f.gp.fp);
+        fputc('\n', f.gp.fp);
+    }
+    gp_end(f.gp.fp, 1);
+    if ((s = files_commit(&f, err)) == EB_OK)
+        p->written = 1;
+out:
+    eb_free(names);
+    eb_free(series_of);
+    eb_free(pts);
+    return s;
+}
+
 /* ---- all plots ------------------------------------------------------ */
 
 static const char *const plot_names[RP_N_PLOTS] = {
@@ -1282,6 +1457,7 @@ static const char *const plot_names[RP_N_PLOTS] = {
     [RP_PLOT_PARETO_MEMORY] = "pareto_memory",
     [RP_PLOT_LATENCY] = "latency",
     [RP_PLOT_HISTORY] = "history",
+    [RP_PLOT_SPARSITY] = "sparsity",
 };
 
 eb_status rp_plots_write(rp_plot plots[RP_N_PLOTS], const rp_table *t, const char *plots_dir,
@@ -1328,7 +1504,8 @@ eb_status rp_plots_write(rp_plot plots[RP_N_PLOTS], const rp_table *t, const cha
                          "peak memory (RSS)", plots_dir, err)) != EB_OK ||
         (s = plot_latency(&plots[RP_PLOT_LATENCY], t, plots_dir, err)) != EB_OK ||
         (s = plot_history(&plots[RP_PLOT_HISTORY], t, history, n_history, plots_dir, err)) !=
-            EB_OK)
+            EB_OK ||
+        (s = plot_sparsity(&plots[RP_PLOT_SPARSITY], t, plots_dir, err)) != EB_OK)
         return s;
     return EB_OK;
 }

@@ -55,6 +55,8 @@ const rp_column rp_columns[RP_N_COLUMNS] = {
                      RP_AGG_EXACT, 0},
     [RP_COL_FIDELITY] = {"fidelity_agreement", "Fidelity (top-1 agreement)", "fidelity",
                          "agreement", "", RP_UNIT_RATIO, RP_AGG_EXACT, 0},
+    [RP_COL_SPARSITY] = {"sparsity", "Sparsity", "compression", "sparsity", "", RP_UNIT_RATIO,
+                         RP_AGG_EXACT, 0},
 };
 
 size_t eb_report_column_count(void)

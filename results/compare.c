@@ -213,7 +213,8 @@ static int single_timing(const eb_results_metric *m)
 /* Metrics that record how a job was run rather than how well it did. */
 static int informational(const eb_results_metric *m)
 {
-    return !strcmp(m->facet, "training") && !strcmp(m->name, "from_cache");
+    return (!strcmp(m->facet, "training") && !strcmp(m->name, "from_cache")) ||
+           !strcmp(m->facet, "compression");
 }
 
 /* The verdict of one metric present in both jobs. */

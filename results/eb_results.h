@@ -436,8 +436,9 @@ typedef enum eb_results_rule {
     EB_RESULTS_RULE_THRESHOLD,    /* no intervals: relative threshold */
     EB_RESULTS_RULE_SINGLE_TIMING, /* one noisy measurement (load time, throughput, peak RSS,
                                       training time): only a change beyond noisy_threshold */
-    EB_RESULTS_RULE_INFORMATIONAL  /* describes how the job ran (training/from_cache), not
-                                      how well: shown, never a verdict other than same */
+    EB_RESULTS_RULE_INFORMATIONAL  /* describes how the job ran or what it is
+                                      (training/from_cache, the compression facet), not how
+                                      well: shown, never a verdict other than same */
 } eb_results_rule;
 
 /* "none", "mann-whitney", "samples", "intervals", "threshold", "single-timing",

@@ -25,6 +25,7 @@ int eb_cmd_eval(int argc, char **argv);
 int eb_cmd_merge(int argc, char **argv);
 int eb_cmd_compare(int argc, char **argv);
 int eb_cmd_report(int argc, char **argv);
+int eb_cmd_transform(int argc, char **argv);
 
 /* Prints "edgebayes CMD: <message>" and a hint to stderr; returns 2. */
 int eb_cli_usage_error(const char *cmd, const char *fmt, ...)

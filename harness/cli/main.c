@@ -14,6 +14,7 @@ static const eb_cli_command commands[] = {
     {"merge", eb_cmd_merge, "combine shard databases"},
     {"eval", eb_cmd_eval, "measure one bundle on a device across every facet"},
     {"train", eb_cmd_train, "train one method into a posterior bundle"},
+    {"transform", eb_cmd_transform, "prune, quantize or distil a bundle into a new one"},
     {"inspect", eb_cmd_inspect, "show what a bundle holds"},
     {"predict", eb_cmd_predict, "accuracy, NLL and OOD detection of a bundle"},
     {"help", NULL, "show this help"},

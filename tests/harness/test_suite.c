@@ -189,6 +189,91 @@ static void test_malformed_suites(void **state)
     expect_error("[method a b]\n", "bad.ini:1: [method a b]: a method section needs a label");
 }
 
+/* [transform] sections and [chains]: chain jobs follow the method jobs,
+ * take their steps' settings (defaults, section keys, then the short
+ * value), have their own keys, and change nothing of the method jobs. */
+static void test_chains(void **state)
+{
+    static const char text[] =
+        "[suite]\narchs = mlp\nseeds = 1, 2\n"
+        "[method ensemble]\nsamples = 3\n"
+        "[transform prune-ft]\ntransform = prune\nschedule = iterative\n"
+        "[chains]\nens-p90 = ensemble -> prune-ft:0.9\n"
+        "ens-int8 = ensemble->quantize:int8\n"
+        "ens-p50-f16 = ensemble -> prune:0.5 -> quantize:f16\n";
+    static const char plain[] = "[suite]\narchs = mlp\nseeds = 1, 2\n"
+                                "[method ensemble]\nsamples = 3\n";
+    eb_suite *s = eb_malloc(sizeof *s), *s2 = eb_malloc(sizeof *s2);
+    eb_error err;
+    eb_job *jobs, *pj;
+    int n, pn;
+    (void)state;
+    assert_non_null(s);
+    assert_non_null(s2);
+    assert_int_equal(eb_suite_parse(text, "c.ini", s, &err), EB_OK);
+    assert_int_equal(s->n_transforms, 1);
+    assert_int_equal(s->n_chains, 3);
+    assert_string_equal(s->chains[1].text, "ensemble -> quantize:int8");
+    assert_int_equal(s->chains[2].n_steps, 2);
+    assert_int_equal(eb_suite_jobs(s, 1, 1, &jobs, &n, &err), EB_OK);
+    assert_int_equal(n, 2 * 4);
+    assert_null(jobs[0].chain);
+    assert_string_equal(jobs[1].name, "ens-p90/mlp/s1");
+    assert_ptr_equal(jobs[1].chain, &s->chains[0]);
+    assert_string_equal(jobs[1].m->label, "ensemble");
+    assert_int_equal(eb_settings_int(&jobs[1].settings, "samples"), 3);
+    assert_string_equal(eb_settings_str(&jobs[1].step_settings[0], "schedule"), "iterative");
+    assert_true(eb_settings_float(&jobs[1].step_settings[0], "sparsity") == 0.9);
+    assert_string_equal(eb_settings_str(&jobs[2].step_settings[0], "precision"), "int8");
+    assert_string_equal(eb_settings_str(&jobs[3].step_settings[1], "precision"), "f16");
+    for (int i = 0; i < n; i++)
+        for (int k = i + 1; k < n; k++)
+            assert_string_not_equal(jobs[i].key, jobs[k].key);
+    /* adding chains leaves the method jobs' keys as they were */
+    assert_int_equal(eb_suite_parse(plain, "p.ini", s2, &err), EB_OK);
+    assert_int_equal(eb_suite_jobs(s2, 1, 1, &pj, &pn, &err), EB_OK);
+    assert_int_equal(pn, 2);
+    assert_string_equal(pj[0].key, jobs[0].key);
+    assert_string_equal(pj[1].key, jobs[4].key);
+    eb_free(pj);
+    eb_free(jobs);
+    eb_free(s);
+    eb_free(s2);
+}
+
+static void test_malformed_chains(void **state)
+{
+    (void)state;
+    expect_error("[method map]\n[chains]\nx = sgld -> prune:0.9\n",
+                 "bad.ini:3: [chains] x: chain 'sgld -> prune:0.9': 'sgld' is not the label of a "
+                 "[method] section");
+    expect_error("[method map]\n[chains]\nx = map -> shrink:0.9\n",
+                 "bad.ini:3: [chains] x: chain 'map -> shrink:0.9': 'shrink' is neither a "
+                 "[transform] label nor a transform");
+    expect_error("[method map]\n[chains]\nx = map\n",
+                 "bad.ini:3: [chains] x: chain 'map': give a method and at least one step");
+    expect_error("[method map]\n[chains]\nx = map -> -> prune\n",
+                 "bad.ini:3: [chains] x: chain 'map -> -> prune': an empty step");
+    expect_error("[method map]\n[chains]\nx = map -> prune:2\n",
+                 "bad.ini:3: [chains] x: chain 'map -> prune:2': step 'prune:2': setting "
+                 "'sparsity'");
+    expect_error("[method map]\n[chains]\nx = map -> quantize:int4\n",
+                 "bad.ini:3: [chains] x: chain 'map -> quantize:int4': step 'quantize:int4'");
+    expect_error("[method map]\n[chains]\nx = map -> prune -> prune -> prune -> prune -> "
+                 "prune\n",
+                 "more than 4 transform steps");
+    expect_error("[method map]\n[chains]\nmap = map -> prune\n",
+                 "bad.ini:3: [chains] map: the label is already a method section's");
+    expect_error("[method map]\n[chains]\nx = map -> prune\nx = map -> quantize\n",
+                 "bad.ini:4: [chains] x: given twice");
+    expect_error("[method map]\n[transform squash]\nlevel = 3\n",
+                 "bad.ini:2: [transform squash]: 'squash' is not a transform");
+    expect_error("[method map]\n[transform q]\ntransform = quantize\nbits = 3\n",
+                 "bad.ini:4: [transform q] bits: unknown setting 'bits'");
+    expect_error("[method map]\n[transform q]\ntransform = zip\n",
+                 "bad.ini:3: [transform q] transform: unknown transform 'zip'");
+}
+
 static void test_files(void **state)
 {
     eb_suite s;
@@ -220,7 +305,8 @@ int main(void)
         cmocka_unit_test(test_builtin_suites),    cmocka_unit_test(test_pinned_archs),
         cmocka_unit_test(test_shards_partition_jobs),
         cmocka_unit_test(test_settings_and_keys), cmocka_unit_test(test_malformed_suites),
-        cmocka_unit_test(test_files),
+        cmocka_unit_test(test_files),             cmocka_unit_test(test_chains),
+        cmocka_unit_test(test_malformed_chains),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
