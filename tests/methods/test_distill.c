@@ -697,6 +697,35 @@ static void test_transform_augment(void **state)
     free_fixture(&f);
 }
 
+/* A gaussian teacher: its default draws, or teacher_draws of them, are
+ * sampled per example; the student still fits the draws' predictive. */
+static void test_transform_gaussian_teacher(void **state)
+{
+    (void)state;
+    fixture f;
+    eb_trained t;
+    float *sigma;
+    const char *sets[] = {"kind=gped", "epochs=1", "teacher_draws=7", NULL};
+    make_fixture(&f);
+    sigma = f.teacher_params + f.teacher.k; /* row 1 of the samples: reuse as sigma */
+    for (size_t i = 0; i < f.teacher.k; i++)
+        sigma[i] = 0.05f;
+    f.teacher.repr = EB_REPR_GAUSSIAN;
+    f.teacher.sigma = sigma;
+    f.teacher.members = 30;
+    assert_int_equal(distill(&f, sets, 2, &t, NULL), EB_OK);
+    assert_non_null(strstr(t.meta, "distill.teacher_draws=7\n"));
+    assert_non_null(strstr(t.meta, "distill.teacher_repr=gaussian\n"));
+    eb_trained_free(&t);
+    {
+        const char *dflt[] = {"kind=bdk", "epochs=1", NULL};
+        assert_int_equal(distill(&f, dflt, 2, &t, NULL), EB_OK);
+        assert_non_null(strstr(t.meta, "distill.teacher_draws=30\n"));
+        eb_trained_free(&t);
+    }
+    free_fixture(&f);
+}
+
 static void test_transform_refuses(void **state)
 {
     (void)state;
@@ -739,6 +768,7 @@ int main(void)
         cmocka_unit_test(test_predict_refuses_bad_head),
         cmocka_unit_test(test_transform_kinds),
         cmocka_unit_test(test_transform_augment),
+        cmocka_unit_test(test_transform_gaussian_teacher),
         cmocka_unit_test(test_transform_refuses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
