@@ -324,6 +324,8 @@ static const eb_setting_spec distill_settings[] = {
      "perturbed training inputs, the teacher queried on each: Gaussian pixel noise (noise_std, "
      "clipped to [0,1]) or 1-2 pixel translations"},
     {"noise_std", EB_SET_FLOAT, "0.1", 0, 1, NULL, "pixel noise std (augment=noise)"},
+    {"augment_share", EB_SET_FLOAT, "0.5", 0, 1, NULL,
+     "probability that a training image is perturbed (augment=noise|shift); the rest stay clean"},
     {"draws", EB_SET_INT, "100", 1, 100000, NULL,
      "default prediction draws of gped and end2 students (bdk: 1)"},
     {"teacher_draws", EB_SET_INT, "0", 0, 100000, NULL,
@@ -342,7 +344,7 @@ typedef struct distill_job {
     eb_head_kind head;
     int C, O, S; /* classes, student outputs, teacher draws */
     int epochs, batch, augment, anneal;
-    double noise_std, T0, smooth, ent_weight;
+    double noise_std, aug_share, T0, smooth, ent_weight;
     eb_optim_config optim;
     int cosine;
     eb_arch student;
@@ -395,6 +397,7 @@ static eb_status job_from_settings(distill_job *j, const eb_transform_request *r
     j->batch = (int)eb_settings_int(s, "batch");
     j->augment = !strcmp(aug, "noise") ? 1 : !strcmp(aug, "shift") ? 2 : 0;
     j->noise_std = eb_settings_float(s, "noise_std");
+    j->aug_share = eb_settings_float(s, "augment_share");
     j->T0 = eb_settings_float(s, "temperature");
     j->anneal = (int)eb_settings_int(s, "anneal_epochs");
     j->smooth = eb_settings_float(s, "smooth");
@@ -432,22 +435,26 @@ static eb_status job_from_settings(distill_job *j, const eb_transform_request *r
     return EB_OK;
 }
 
-/* Perturbs a batch in place (n, h, w, c): pixel noise clipped to [0, 1],
- * or a translation by (dx, dy) in [-2, 2]^2, not both 0, zero-filled. */
+/* Perturbs each image of a batch (n, h, w, c) in place with probability
+ * aug_share: pixel noise clipped to [0, 1], or a translation by (dx, dy)
+ * in [-2, 2]^2, not both 0, zero-filled. The clean rest keeps the
+ * student's accuracy on the data itself. */
 static void augment_batch(const distill_job *j, float *x, float *tmp, int n, eb_rng *r)
 {
     const eb_arch *a = &j->student;
     const size_t in = a->in_size;
-    if (j->augment == 1) {
-        for (size_t k = 0; k < (size_t)n * in; k++) {
-            float v = x[k] + (float)(j->noise_std * eb_rng_normal(r));
-            x[k] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
-        }
-        return;
-    }
     for (int i = 0; i < n; i++) {
         float *xi = x + (size_t)i * in;
         int dx, dy;
+        if (eb_rng_uniform(r) >= j->aug_share)
+            continue;
+        if (j->augment == 1) {
+            for (size_t k = 0; k < in; k++) {
+                float v = xi[k] + (float)(j->noise_std * eb_rng_normal(r));
+                xi[k] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+            }
+            continue;
+        }
         do {
             dx = (int)eb_rng_below(r, 5) - 2;
             dy = (int)eb_rng_below(r, 5) - 2;
