@@ -183,7 +183,7 @@ static eb_status cpu_model(void *ctx, eb_device_model *m, eb_error *err)
     const eb_arch *a = &c->post.arch;
     (void)err;
     m->repr = c->post.repr;
-    m->n_classes = a->n_classes;
+    m->n_classes = (int)eb_posterior_classes(&c->post);
     m->in_h = a->in_h;
     m->in_w = a->in_w;
     m->in_c = a->in_c;

@@ -18,7 +18,7 @@ static eb_status predict_set(const eb_posterior *p, const eb_dataset *d, uint32_
                              uint64_t seed, float **probs, double **total, double **mi,
                              eb_error *err)
 {
-    const size_t C = (size_t)p->arch.n_classes;
+    const size_t C = eb_posterior_classes(p);
     size_t bytes;
     eb_status st;
 
@@ -55,7 +55,7 @@ static double mean(const double *v, size_t n)
 eb_status eb_evaluate(const eb_posterior *p, const eb_dataset *test, const eb_dataset *ood,
                       uint32_t S, uint64_t seed, eb_eval_result *r, eb_error *err)
 {
-    const size_t C = (size_t)p->arch.n_classes;
+    const size_t C = eb_posterior_classes(p);
     float *probs = NULL, *pbar = NULL, *oprobs = NULL;
     double *total = NULL, *mi = NULL, *ototal = NULL, *omi = NULL;
     eb_status st;

@@ -204,20 +204,26 @@ typedef struct eb_posterior {
                              * mu (K) for gaussian */
     const float *sigma;     /* gaussian: the standard deviations (K); NULL otherwise */
     eb_storage_kind storage; /* how the bundle stores the values */
-    eb_head_kind head;      /* distilled: the student's head; EB_HEAD_NONE otherwise */
+    /* distilled: the student's head (methods/eb_distill.h maps it to
+     * members); EB_HEAD_NONE otherwise. params is then the student (K). */
+    eb_head_kind head;
     float *owned;           /* non-f32 storage: the decoded params (then sigma); else NULL */
 } eb_posterior;
 
 /* Checks that the architecture parses and its K matches the bundle's, and
  * decodes non-f32 storage (EB_ERR_NOMEM if the dense values do not fit).
- * Distilled bundles are accepted (head filled in); predicting them is not
- * implemented yet (eb_predictor_new refuses them). On failure nothing is
+ * Distilled bundles are accepted (head filled in) and predicted through
+ * their head (methods/eb_distill.h). On failure nothing is
  * held. Every posterior it fills is released with eb_posterior_release
  * (safe after a failure too). */
 eb_status eb_posterior_from_bundle(const eb_bundle *b, eb_posterior *p, eb_error *err);
 /* Frees the decoded values (no-op for f32 storage) and clears params and
  * sigma; the posterior cannot predict afterwards. */
 void eb_posterior_release(eb_posterior *p);
+
+/* The classes C of the member probabilities: the architecture's outputs,
+ * less the data-entropy output of a gped student. */
+size_t eb_posterior_classes(const eb_posterior *p);
 
 /* The S a prediction with S = 0 uses. */
 uint32_t eb_posterior_default_draws(const eb_posterior *p);
@@ -231,7 +237,11 @@ uint32_t eb_posterior_default_draws(const eb_posterior *p);
  * call. For a gaussian posterior, draw s uses theta = mu + sigma * eps with
  * eps from the stream (mix64(seed ^ EB_STREAM_PREDICT), s), sampled into a
  * scratch buffer of the predictor (the same weights for every input of
- * the draw). The posterior must outlive the predictor. */
+ * the draw). A distilled posterior runs its student once per batch and
+ * maps the head to S members (eb_distill.h): a categorical head gives S
+ * copies of softmax(z); gped and Dirichlet heads give S Dirichlet draws
+ * from the stream (mix64(seed ^ EB_STREAM_PREDICT), example index). The
+ * posterior must outlive the predictor. */
 typedef struct eb_predictor eb_predictor;
 
 /* Batches of up to max_batch inputs, up to max_draws draws (0: the
@@ -248,7 +258,9 @@ eb_status eb_predictor_run(eb_predictor *pr, const float *x, size_t n, uint32_t 
 /* The gradient of the posterior predictive's negative log-likelihood,
  * -log pbar(y | x) with pbar the mean over S draws of the member
  * probabilities, with respect to each input: dx (n, in_size), through all
- * S members (or the same dropout masks as eb_predictor_run draws). Writes
+ * S members (or the same dropout masks as eb_predictor_run draws; for a
+ * distilled student, through the head's exact predictive mean, the mean
+ * its draws estimate, so the attack sees no Monte Carlo noise). Writes
  * the predictive pbar (n, C) when pbar is not NULL. */
 eb_status eb_predictor_input_grad(eb_predictor *pr, const float *x, const uint8_t *y, size_t n,
                                   uint32_t S, uint64_t seed, uint64_t first_example, float *dx,

@@ -1,12 +1,13 @@
 /* posterior.c: a validated view of a bundle's posterior (decoded to dense
  * f32 when the bundle stores f16, int8 or sparse values) and prediction of
  * member probabilities p[n][s][c] from it: samples (member s), dropout
- * (pass s with keyed masks) and gaussian (weights mu + sigma * eps drawn
- * per draw from a keyed stream). Distilled posteriors are viewed but not
- * yet predicted. */
+ * (pass s with keyed masks), gaussian (weights mu + sigma * eps drawn
+ * per draw from a keyed stream) and distilled students (one forward pass,
+ * the head mapped to S members by methods/distill.c). */
 #include <string.h>
 
 #include "common/eb_alloc.h"
+#include "methods/eb_distill.h"
 #include "methods/eb_methods.h"
 #include "methods/eb_samplers.h"
 
@@ -98,6 +99,13 @@ void eb_posterior_release(eb_posterior *p)
     p->sigma = NULL;
 }
 
+size_t eb_posterior_classes(const eb_posterior *p)
+{
+    if (p->repr == EB_REPR_DISTILLED)
+        return (size_t)eb_distill_classes(p->head, p->arch.n_classes);
+    return (size_t)p->arch.n_classes;
+}
+
 uint32_t eb_posterior_default_draws(const eb_posterior *p)
 {
     return p->members;
@@ -109,7 +117,8 @@ struct eb_predictor {
     uint32_t max_draws;
     eb_net *net;
     float *probs;   /* (max_batch, max_draws, C): a batch's member probabilities */
-    float *dlogits; /* (max_batch, C) */
+    float *dlogits; /* (max_batch, O), O = the network's outputs (C, or C + 1 for gped) */
+    double *alpha;  /* (C) distilled: a head's Dirichlet concentrations */
     float *dx;      /* (max_batch, in): one draw's input gradient */
     float *theta;   /* (K) gaussian: the current draw's weights; else NULL */
     size_t bytes;
@@ -118,18 +127,13 @@ struct eb_predictor {
 eb_status eb_predictor_new(const eb_posterior *p, int max_batch, uint32_t max_draws,
                            eb_predictor **out, eb_error *err)
 {
-    const size_t C = (size_t)p->arch.n_classes, in = p->arch.in_size;
+    const size_t C = eb_posterior_classes(p), O = (size_t)p->arch.n_classes;
+    const size_t in = p->arch.in_size;
     eb_predictor *pr;
     eb_status st;
     size_t probs_len;
 
     *out = NULL;
-    /* Distilled students predict through their head (a different
-     * computation from member draws); not implemented here yet. */
-    if (p->repr == EB_REPR_DISTILLED)
-        return eb_error_set(err, EB_ERR_UNSUPPORTED,
-                            "prediction from a distilled posterior (head '%s') is not "
-                            "implemented yet", eb_head_name(p->head));
     if (max_draws == 0)
         max_draws = eb_posterior_default_draws(p);
     if (p->repr == EB_REPR_SAMPLES && max_draws > p->members)
@@ -137,6 +141,13 @@ eb_status eb_predictor_new(const eb_posterior *p, int max_batch, uint32_t max_dr
                             max_draws, p->members);
     if (max_batch < 1)
         return eb_error_set(err, EB_ERR_ARG, "batch size %d must be positive", max_batch);
+    if (p->repr == EB_REPR_DISTILLED &&
+        (p->head < EB_HEAD_CATEGORICAL || p->head > EB_HEAD_DIRICHLET || C < 1 ||
+         C > EB_DISTILL_MAX_CLASSES || (p->head == EB_HEAD_GPED && C < 2)))
+        return eb_error_set(err, EB_ERR_FORMAT,
+                            "a distilled posterior with head %d and %zu outputs cannot be "
+                            "predicted (heads 1-3, at most %d classes)", (int)p->head, O,
+                            EB_DISTILL_MAX_CLASSES);
     if (eb_size_mul((size_t)max_batch * max_draws, C, &probs_len))
         return eb_error_set(err, EB_ERR_ARG, "%d inputs x %u draws overflow", max_batch,
                             max_draws);
@@ -152,16 +163,18 @@ eb_status eb_predictor_new(const eb_posterior *p, int max_batch, uint32_t max_dr
         return st;
     }
     pr->probs = eb_malloc(probs_len * sizeof *pr->probs);
-    pr->dlogits = eb_malloc((size_t)max_batch * C * sizeof *pr->dlogits);
+    pr->dlogits = eb_malloc((size_t)max_batch * O * sizeof *pr->dlogits);
+    pr->alpha = eb_malloc(C * sizeof *pr->alpha);
     pr->dx = eb_malloc((size_t)max_batch * in * sizeof *pr->dx);
     if (p->repr == EB_REPR_GAUSSIAN)
         pr->theta = eb_malloc_aligned(64, p->k * sizeof *pr->theta);
-    if (!pr->probs || !pr->dlogits || !pr->dx || (p->repr == EB_REPR_GAUSSIAN && !pr->theta)) {
+    if (!pr->probs || !pr->dlogits || !pr->alpha || !pr->dx ||
+        (p->repr == EB_REPR_GAUSSIAN && !pr->theta)) {
         eb_predictor_free(pr);
         return eb_error_set(err, EB_ERR_NOMEM, "out of memory for prediction buffers");
     }
     pr->bytes = eb_net_workspace_bytes(pr->net) +
-                (probs_len + (size_t)max_batch * (C + in)) * sizeof(float) +
+                (probs_len + (size_t)max_batch * (O + in)) * sizeof(float) + C * sizeof(double) +
                 (pr->theta ? p->k * sizeof(float) : 0);
     *out = pr;
     return EB_OK;
@@ -174,6 +187,7 @@ void eb_predictor_free(eb_predictor *pr)
     eb_net_free(pr->net);
     eb_free(pr->probs);
     eb_free(pr->dlogits);
+    eb_free(pr->alpha);
     eb_free(pr->dx);
     eb_free_aligned(pr->theta);
     eb_free(pr);
@@ -235,7 +249,14 @@ static const float *draw_forward(eb_predictor *pr, uint32_t s, const float *x, i
 static void batch_probs(eb_predictor *pr, const float *x, int nb, uint32_t S, uint64_t seed,
                         uint64_t first_example)
 {
-    const size_t C = (size_t)pr->p->arch.n_classes;
+    const size_t C = eb_posterior_classes(pr->p), O = (size_t)pr->p->arch.n_classes;
+    if (pr->p->repr == EB_REPR_DISTILLED) {
+        const float *z = eb_net_forward(pr->net, pr->p->params, x, nb, NULL);
+        for (int i = 0; i < nb; i++)
+            eb_distill_members(pr->probs + (size_t)i * S * C, z + (size_t)i * O, pr->p->head,
+                               (int)C, S, seed, first_example + (uint64_t)i, pr->alpha);
+        return;
+    }
     for (uint32_t s = 0; s < S; s++) {
         const float *logits = draw_forward(pr, s, x, nb, seed, first_example);
         eb_softmax(pr->dlogits, logits, nb, (int)C);
@@ -248,7 +269,7 @@ static void batch_probs(eb_predictor *pr, const float *x, int nb, uint32_t S, ui
 eb_status eb_predictor_run(eb_predictor *pr, const float *x, size_t n, uint32_t S,
                            uint64_t seed, uint64_t first_example, float *probs, eb_error *err)
 {
-    const size_t C = (size_t)pr->p->arch.n_classes, in = pr->p->arch.in_size;
+    const size_t C = eb_posterior_classes(pr->p), in = pr->p->arch.in_size;
     eb_status st = check_draws(pr, &S, err);
     if (st)
         return st;
@@ -260,12 +281,25 @@ eb_status eb_predictor_run(eb_predictor *pr, const float *x, size_t n, uint32_t 
     return EB_OK;
 }
 
+/* A student's input gradient of -log m_y, m the head's predictive mean. */
+static void distilled_input_grad(eb_predictor *pr, const float *x, const uint8_t *y, int nb,
+                                 float *dx, float *pbar)
+{
+    const eb_posterior *p = pr->p;
+    const size_t C = eb_posterior_classes(p), O = (size_t)p->arch.n_classes;
+    const float *z = eb_net_forward(pr->net, p->params, x, nb, NULL);
+    for (int i = 0; i < nb; i++)
+        eb_distill_mean_grad(pr->dlogits + (size_t)i * O, pbar ? pbar + (size_t)i * C : NULL,
+                             z + (size_t)i * O, p->head, (int)O, (int)C, y[i]);
+    eb_net_backward(pr->net, p->params, pr->dlogits, NULL, dx);
+}
+
 eb_status eb_predictor_input_grad(eb_predictor *pr, const float *x, const uint8_t *y, size_t n,
                                   uint32_t S, uint64_t seed, uint64_t first_example, float *dx,
                                   float *pbar, eb_error *err)
 {
     const eb_posterior *p = pr->p;
-    const size_t C = (size_t)p->arch.n_classes, in = p->arch.in_size;
+    const size_t C = eb_posterior_classes(p), in = p->arch.in_size;
     eb_status st = check_draws(pr, &S, err);
     if (st)
         return st;
@@ -277,6 +311,10 @@ eb_status eb_predictor_input_grad(eb_predictor *pr, const float *x, const uint8_
         const int nb = (int)(n - first < (size_t)pr->max_batch ? n - first : (size_t)pr->max_batch);
         const float *xb = x + first * in;
         float *dxb = dx + first * in;
+        if (p->repr == EB_REPR_DISTILLED) {
+            distilled_input_grad(pr, xb, y + first, nb, dxb, pbar ? pbar + first * C : NULL);
+            continue;
+        }
         /* pass 1: every draw's probabilities, for pbar */
         batch_probs(pr, xb, nb, S, seed, first_example + first);
         memset(dxb, 0, (size_t)nb * in * sizeof *dxb);

@@ -10,9 +10,10 @@
 #include "common/eb_version.h"
 #include "methods/eb_transform.h"
 
-extern const eb_transform eb_transform_prune, eb_transform_quantize;
+extern const eb_transform eb_transform_prune, eb_transform_quantize, eb_transform_distill;
 
-const eb_transform *const eb_transforms[] = {&eb_transform_prune, &eb_transform_quantize, NULL};
+const eb_transform *const eb_transforms[] = {&eb_transform_prune, &eb_transform_quantize,
+                                             &eb_transform_distill, NULL};
 
 const eb_transform *eb_transform_find(const char *name)
 {

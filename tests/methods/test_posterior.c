@@ -6,7 +6,7 @@
  * posteriors. A gaussian posterior draws the same weights for a draw in
  * every batch, reduces to its mean when sigma is 0, and its draws have the
  * mean mu and the spread sigma. Posteriors decode every bundle storage
- * kind and refuse to predict a distilled one (not implemented yet). */
+ * kind, a distilled one included. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -271,8 +271,8 @@ static void test_pieces_equal_whole(void **state)
 /* Posteriors from bundles of every storage kind: non-f32 values are
  * decoded into an owned, 64-byte-aligned buffer (params, then sigma for
  * gaussian) equal to eb_bundle_decode's rows, and predict; f32 keeps
- * pointing into the map; a distilled bundle is viewed (head filled in) but
- * its prediction is refused; release frees and is idempotent. */
+ * pointing into the map; a distilled bundle is viewed (head filled in) and
+ * predicted through its head; release frees and is idempotent. */
 static void test_from_bundle_storage(void **state)
 {
     const char *arch = "input 1x1x2; dense 3"; /* K = 2 x 3 + 3 = 9 */
@@ -341,11 +341,7 @@ static void test_from_bundle_storage(void **state)
                 assert_null(p.sigma);
             }
             st = eb_predictor_new(&p, 1, 0, &pr, &err);
-            if (repr == EB_REPR_DISTILLED) {
-                assert_int_equal(st, EB_ERR_UNSUPPORTED);
-                assert_non_null(strstr(err.msg, "distilled posterior (head 'categorical')"));
-                assert_null(pr);
-            } else {
+            {
                 double sum = 0.0;
                 assert_int_equal(st, EB_OK);
                 assert_int_equal(eb_predictor_run(pr, x, 1, 0, 3, 0, probs, &err), EB_OK);
