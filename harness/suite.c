@@ -102,7 +102,101 @@ static const char quick_suite[] =
     "warmup = 100\n"
     "samples = 40\n"
     "thin = 2\n"
-    "path_len = 0.1\n";
+    "path_len = 0.1\n"
+    "\n"
+    "# Compressed posteriors (docs/suites.md, [chains]): one chain per\n"
+    "# transform kind, at short settings.\n"
+    "[transform prune-ft]\n"
+    "transform = prune\n"
+    "schedule = iterative\n"
+    "finetune_epochs = 1\n"
+    "\n"
+    "[transform student]\n"
+    "transform = distill\n"
+    "epochs = 3\n"
+    "\n"
+    "[chains]\n"
+    "map-p90 = map -> prune-ft:0.9\n"
+    "ensemble-p90 = ensemble -> prune-ft:0.9\n"
+    "ensemble-int8 = ensemble -> quantize:int8\n"
+    "vi-snr90 = vi -> prune:0.9\n"
+    "ensemble-end2 = ensemble -> student:end2\n";
+
+static const char compression_suite[] =
+    "# compression: the cost a posterior can buy back. MAP and a 30-member\n"
+    "# ensemble on mlp, pruned one-shot and iteratively with fine-tuning from\n"
+    "# 50 to 98% sparsity, quantized to f16 and int8, and distilled into one\n"
+    "# mlp student (BDK, GPED, EnD^2); quality, calibration, OOD, PGD at\n"
+    "# eps 0.1, latency, memory and storage for each (docs/suites.md).\n"
+    "[suite]\n"
+    "name = compression\n"
+    "description = map and a 30-member ensemble, pruned, quantized and distilled, mlp\n"
+    "seeds = 1\n"
+    "archs = mlp\n"
+    "facets = quality, calibration, ood, misclassification, adversarial, latency, load, "
+    "memory, storage, diagnostics\n"
+    "\n"
+    "[evaluation]\n"
+    "bootstrap = 200\n"
+    "\n"
+    "[device]\n"
+    "latency_warmup = 20\n"
+    "latency_min_queries = 100\n"
+    "latency_min_seconds = 0.5\n"
+    "\n"
+    "[adversarial]\n"
+    "eps = 0, 0.1\n"
+    "attacks = fgsm, pgd\n"
+    "pgd_steps = 10\n"
+    "pgd_step = 0.25\n"
+    "subset = 500\n"
+    "\n"
+    "[method map]\n"
+    "\n"
+    "[method ensemble30]\n"
+    "method = ensemble\n"
+    "samples = 30\n"
+    "epochs = 10\n"
+    "\n"
+    "[transform os]\n"
+    "transform = prune\n"
+    "schedule = oneshot\n"
+    "\n"
+    "[transform ft]\n"
+    "transform = prune\n"
+    "schedule = iterative\n"
+    "\n"
+    "[transform student]\n"
+    "transform = distill\n"
+    "\n"
+    "[chains]\n"
+    "map-os50 = map -> os:0.5\n"
+    "map-os80 = map -> os:0.8\n"
+    "map-os90 = map -> os:0.9\n"
+    "map-os95 = map -> os:0.95\n"
+    "map-os98 = map -> os:0.98\n"
+    "map-ft50 = map -> ft:0.5\n"
+    "map-ft80 = map -> ft:0.8\n"
+    "map-ft90 = map -> ft:0.9\n"
+    "map-ft95 = map -> ft:0.95\n"
+    "map-ft98 = map -> ft:0.98\n"
+    "ens30-os50 = ensemble30 -> os:0.5\n"
+    "ens30-os80 = ensemble30 -> os:0.8\n"
+    "ens30-os90 = ensemble30 -> os:0.9\n"
+    "ens30-os95 = ensemble30 -> os:0.95\n"
+    "ens30-os98 = ensemble30 -> os:0.98\n"
+    "ens30-ft50 = ensemble30 -> ft:0.5\n"
+    "ens30-ft80 = ensemble30 -> ft:0.8\n"
+    "ens30-ft90 = ensemble30 -> ft:0.9\n"
+    "ens30-ft95 = ensemble30 -> ft:0.95\n"
+    "ens30-ft98 = ensemble30 -> ft:0.98\n"
+    "map-int8 = map -> quantize:int8\n"
+    "ens30-int8 = ensemble30 -> quantize:int8\n"
+    "ens30-f16 = ensemble30 -> quantize:f16\n"
+    "ens30-ft90-int8 = ensemble30 -> ft:0.9 -> quantize:int8\n"
+    "ens30-bdk = ensemble30 -> student:bdk\n"
+    "ens30-gped = ensemble30 -> student:gped\n"
+    "ens30-end2 = ensemble30 -> student:end2\n";
 
 static const char paper_suite[] =
     "# paper: both architectures, three seeds, every method at its defaults\n"
@@ -196,7 +290,23 @@ static const char paper_suite[] =
     "[method vi-ref]\n"
     "method = vi\n"
     "arch = mlp-small\n"
-    "subset = 1000\n";
+    "subset = 1000\n"
+    "\n"
+    "[transform ft]\n"
+    "transform = prune\n"
+    "schedule = iterative\n"
+    "\n"
+    "[transform student]\n"
+    "transform = distill\n"
+    "\n"
+    "[chains]\n"
+    "map-ft90 = map -> ft:0.9\n"
+    "ens30-ft90 = ensemble30 -> ft:0.9\n"
+    "ens30-int8 = ensemble30 -> quantize:int8\n"
+    "ens30-ft90-int8 = ensemble30 -> ft:0.9 -> quantize:int8\n"
+    "vi-snr90 = vi -> prune:0.9\n"
+    "ens30-gped = ensemble30 -> student:gped\n"
+    "ens30-end2 = ensemble30 -> student:end2\n";
 
 const char *eb_suite_builtin(const char *name)
 {
@@ -204,6 +314,8 @@ const char *eb_suite_builtin(const char *name)
         return quick_suite;
     if (!strcmp(name, "paper"))
         return paper_suite;
+    if (!strcmp(name, "compression"))
+        return compression_suite;
     return NULL;
 }
 
@@ -1175,7 +1287,7 @@ eb_status eb_suite_load(const char *name_or_path, eb_suite *s, eb_error *err)
     st = eb_file_read_all(name_or_path, &text, &len, err);
     if (st) {
         if (st == EB_ERR_NOTFOUND)
-            eb_error_set(err, st, "suite '%s' is neither a built-in suite (quick, paper) nor a "
+            eb_error_set(err, st, "suite '%s' is neither a built-in suite (quick, paper, compression) nor a "
                                   "readable file", name_or_path);
         return st;
     }

@@ -22,7 +22,7 @@ static void usage(FILE *fp)
             "transaction per job. Rerunning continues an interrupted run: finished jobs\n"
             "are skipped and bundles already built are not trained again.\n"
             "\n"
-            "  SUITE           quick (default), paper, or a suite file (docs/suites.md)\n"
+            "  SUITE           quick (default), paper, compression, or a suite file (docs/suites.md)\n"
             "  --db FILE       results database (default: out/results.db)\n"
             "  --shard i/n     run only the jobs of shard i of n (merge the shard\n"
             "                  databases with 'edgebayes merge')\n"
@@ -195,7 +195,7 @@ int eb_cmd_run(int argc, char **argv)
         const char *text = eb_suite_builtin(o.suite ? o.suite : "quick");
         if (!text)
             return eb_cli_usage_error("run", "--print-suite: '%s' is not a built-in suite "
-                                      "(quick, paper)", o.suite);
+                                      "(quick, paper, compression)", o.suite);
         fputs(text, stdout);
         return EB_EXIT_OK;
     }

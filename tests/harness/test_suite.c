@@ -30,7 +30,8 @@ static void test_builtin_suites(void **state)
     assert_int_equal(s.facets, EB_FACET_ALL);
     assert_true(s.n_methods >= 3);
     assert_int_equal(eb_suite_jobs(&s, 1, 1, &jobs, &n, &err), EB_OK);
-    assert_int_equal(n, s.n_methods);
+    assert_true(s.n_chains >= 3);
+    assert_int_equal(n, s.n_methods + s.n_chains);
     for (int i = 0; i < n; i++)
         for (int k = i + 1; k < n; k++)
             assert_string_not_equal(jobs[i].key, jobs[k].key);
@@ -43,13 +44,20 @@ static void test_builtin_suites(void **state)
     assert_int_equal(s.n_archs, 2);
     assert_int_equal(eb_suite_jobs(&s, 1, 1, &jobs, &n, &err), EB_OK);
     /* per seed: 10 methods on mlp, the 5 that run on every suite arch also
-     * on cnn, and the HMC reference group (4) on mlp-small */
-    assert_int_equal(n, 3 * (10 + 5 + 4));
+     * on cnn, and the HMC reference group (4) on mlp-small; chains of map
+     * and ensemble30 on both archs (6 x 2) and of vi on mlp (1) */
+    assert_int_equal(n, 3 * (10 + 5 + 4 + 12 + 1));
     assert_string_equal(s.fidelity_reference, "hmc");
     /* the cnn architecture's default epochs reach its jobs */
     for (int i = 0; i < n; i++)
         if (!strcmp(jobs[i].arch, "cnn") && strcmp(jobs[i].m->label, "snapshot"))
             assert_int_equal(eb_settings_int(&jobs[i].settings, "epochs"), 12);
+    eb_free(jobs);
+
+    /* the compression study: 2 methods and 27 chains on mlp */
+    assert_int_equal(eb_suite_load("compression", &s, &err), EB_OK);
+    assert_int_equal(eb_suite_jobs(&s, 1, 1, &jobs, &n, &err), EB_OK);
+    assert_int_equal(n, 2 + 27);
     eb_free(jobs);
 }
 
