@@ -324,7 +324,7 @@ static const eb_setting_spec distill_settings[] = {
      "perturbed training inputs, the teacher queried on each: Gaussian pixel noise (noise_std, "
      "clipped to [0,1]) or 1-2 pixel translations"},
     {"noise_std", EB_SET_FLOAT, "0.1", 0, 1, NULL, "pixel noise std (augment=noise)"},
-    {"augment_share", EB_SET_FLOAT, "0.5", 0, 1, NULL,
+    {"augment_share", EB_SET_FLOAT, "1", 0, 1, NULL,
      "probability that a training image is perturbed (augment=noise|shift); the rest stay clean"},
     {"draws", EB_SET_INT, "100", 1, 100000, NULL,
      "default prediction draws of gped and end2 students (bdk: 1)"},
