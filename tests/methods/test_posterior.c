@@ -446,7 +446,7 @@ static void check_quantized(const char *arch, uint32_t S, eb_storage_kind sk)
     uint8_t y[7] = {0, 1, 2, 0, 1, 2, 0};
     size_t in, C, K;
     float *x, *got, *want, *dec, *dxq, *dxd, *pbq, *pbd;
-    double worst_ref = 0.0, worst_spread = 0.0;
+    double worst_ref = 0.0, worst_spread = 0.0, worst_rel = 0.0;
     size_t argmax_same = 0, bytes_q, bytes_d;
     eb_rng r;
 
@@ -492,35 +492,46 @@ static void check_quantized(const char *arch, uint32_t S, eb_storage_kind sk)
     }
     /* against the decoded f32 posterior: log p_q - log p_f32 over the
      * classes of one member is the logit error up to a shift; its spread
-     * (max - min) is at most twice the max-norm logit error */
+     * (max - min) is at most twice the max-norm logit error. It is taken
+     * relative to the spread of the f32 logits themselves (log p_f32). */
     for (size_t i = 0; i < n * D; i++) {
-        double lo = 1e300, hi = -1e300;
+        double lo = 1e300, hi = -1e300, zlo = 1e300, zhi = -1e300;
         size_t aq = 0, ad = 0;
         for (size_t c = 0; c < C; c++) {
             const double d = log(got[i * C + c]) - log(dec[i * C + c]);
+            const double zd = log(dec[i * C + c]);
             lo = d < lo ? d : lo;
             hi = d > hi ? d : hi;
+            zlo = zd < zlo ? zd : zlo;
+            zhi = zd > zhi ? zd : zhi;
             aq = got[i * C + c] > got[i * C + aq] ? c : aq;
             ad = dec[i * C + c] > dec[i * C + ad] ? c : ad;
         }
         worst_spread = hi - lo > worst_spread ? hi - lo : worst_spread;
+        if ((hi - lo) / (zhi - zlo + 1e-3) > worst_rel)
+            worst_rel = (hi - lo) / (zhi - zlo + 1e-3);
         argmax_same += aq == ad;
     }
-    printf("%s %s %s S=%u: vs naive qnet max |dp| %.3g; vs decoded f32 logit error spread "
-           "%.3g, argmax agrees %zu/%zu; predictor bytes %zu quantized, %zu + %zu decoded "
-           "(K*S*4 = %zu)\n",
-           arch, S ? "samples" : "distilled", eb_storage_name(sk), D, worst_ref, worst_spread,
-           argmax_same, n * D, bytes_q, bytes_d, (size_t)(S ? S : 1) * K * 4,
+    printf("%.30s... (K = %zu) %s %s S=%u: vs naive qnet max |dp| %.3g; vs decoded f32 logit "
+           "error spread %.3g (%.3g of the logits' spread), argmax agrees %zu/%zu; predictor "
+           "bytes %zu quantized, %zu + %zu decoded\n",
+           arch, K, S ? "samples" : "distilled", eb_storage_name(sk), D, worst_ref,
+           worst_spread, worst_rel, argmax_same, n * D, bytes_q, bytes_d,
            (size_t)(S ? S : 1) * K * 4);
     if (sk == EB_STORE_INT8) {
         assert_true(worst_ref == 0.0); /* the same integers and float expressions */
         /* activations are quantized: not the f32 network's numbers... */
         assert_memory_not_equal(got, dec, n * D * C * sizeof *got);
-        /* ...but within int8 error: 1/254 relative per activation and weight */
-        assert_true(worst_spread < 0.05);
+        /* ...but near them: int8 rounds each activation and weight by at
+         * most 1/254 of its row's largest value, and through these two or
+         * three weighted layers the logit error stays well under 10% of
+         * the logits' own spread (seen: 1-4%). The rigorous bound on the
+         * logits is test_quant.c's; here a wrong scale, channel or member
+         * would be off by the order of the logits themselves. */
+        assert_true(worst_rel < 0.1);
     } else {
         assert_true(worst_ref < 1e-6);
-        assert_true(worst_spread < 2e-4);
+        assert_true(worst_rel < 1e-4); /* f16 weights, f32 arithmetic */
     }
     assert_true(argmax_same * 10 >= n * D * 9);
 
@@ -553,12 +564,17 @@ static void check_quantized(const char *arch, uint32_t S, eb_storage_kind sk)
 
 static void test_quantized_samples(void **state)
 {
+    char mlp[4096];
+    eb_arch a;
     (void)state;
+    assert_int_equal(eb_arch_named("mlp", &a, NULL), EB_OK);
+    assert_int_equal(eb_arch_format(&a, mlp, sizeof mlp, NULL), EB_OK);
     for (int sk = EB_STORE_F16; sk <= EB_STORE_INT8; sk++) {
         check_quantized("input 6x6x2; conv2d 3; relu; maxpool; flatten; dense 5; relu; dense 3",
                         3, (eb_storage_kind)sk);
         check_quantized("input 28x28x1; flatten; dense 16; relu; dense 10", 4,
                         (eb_storage_kind)sk);
+        check_quantized(mlp, 3, (eb_storage_kind)sk); /* the `mlp` architecture */
     }
 }
 

@@ -1037,7 +1037,7 @@ static void test_qweights_errors(void **state)
     eb_error err = {0};
     eb_qnet *ws, *q16;
     eb_qweights *w;
-    float x[784] = {0}, y[10];
+    float x[2 * 784] = {0}, y[2 * 10];
     uint64_t saved;
     eb_arch wide;
     (void)state;
