@@ -1,9 +1,14 @@
 /* cpu.c: the CPU backend, the portable reference device and the oracle
  * other backends are tested against. It runs the bundle in this process:
  * eb_bundle_open maps the file and validates it (every CRC-32), the
- * posterior view points into the map (parameters are used in place, never
- * copied), and one eb_predictor holds the workspace, so a prediction
- * allocates nothing. Threads are OpenBLAS's (process-wide); affinity is
+ * posterior view points into the map, and one eb_predictor holds the
+ * workspace, so a prediction allocates nothing. Parameters are used in
+ * place, never copied, in f32 and, through EB_POSTERIOR_QUANTIZED, in
+ * int8 and f16 (samples and distilled students run on the quantized
+ * kernels, int8 with activations quantized per row); only what those
+ * kernels cannot run (sparse storage, quantized dropout and gaussian
+ * posteriors, an int8 grouping that splits an output channel) is decoded
+ * into an f32 copy, which the model bytes then count. Threads are OpenBLAS's (process-wide); affinity is
  * set on the thread that opens the device. Both are restored at close.
  *
  * Testing hook: EB_INJECT_SLOWDOWN=f (a fraction, read at open) makes each
@@ -32,7 +37,8 @@ typedef struct cpu_ctx {
     cpu_set_t affinity_before;
     /* loaded state: all NULL/zero when nothing is loaded */
     eb_bundle *bundle;
-    eb_posterior post;        /* into bundle's map (f32) or owned (decoded); outlives pred */
+    eb_posterior post;        /* into bundle's map (f32, int8, f16) or owned (decoded);
+                               * outlives pred */
     eb_predictor *pred;
     uint32_t max_draws;
 } cpu_ctx;
@@ -155,7 +161,8 @@ static eb_status cpu_load(void *ctx, const char *path, eb_device_load_timing *ti
     if (st)
         return st;
     t1 = eb_measure_now();
-    st = eb_posterior_from_bundle(c->bundle, &c->post, err);
+    /* int8 and f16 stay as stored and run on the quantized kernels */
+    st = eb_posterior_from_bundle_flags(c->bundle, EB_POSTERIOR_QUANTIZED, &c->post, err);
     if (st)
         goto fail;
     draws = c->cfg.max_draws ? c->cfg.max_draws : eb_posterior_default_draws(&c->post);
@@ -202,8 +209,11 @@ static eb_status cpu_model(void *ctx, eb_device_model *m, eb_error *err)
         if (s.type >= 16 && s.type < 0x80000000u)
             m->param_bytes += s.size;
     }
+    /* For a quantized posterior this includes each member's f32 biases
+     * and int8 channel scales (eb_qweights); its weights are the tensor
+     * sections above, used in place. */
     m->workspace_bytes = eb_predictor_bytes(c->pred);
-    if (c->post.owned) /* non-f32 storage: params (rows, K) and sigma, decoded */
+    if (c->post.owned) /* decoded storage: params (rows, K) and sigma, as f32 */
         m->workspace_bytes += ((c->post.repr == EB_REPR_SAMPLES ? (uint64_t)c->post.members : 1) +
                                (c->post.repr == EB_REPR_GAUSSIAN ? 1 : 0)) *
                               c->post.k * sizeof(float);

@@ -107,9 +107,11 @@ typedef struct eb_device_model {
     int max_batch;            /* inputs per internal batch */
     uint64_t param_bytes;     /* the bundle's tensor sections (types 16 and up: values,
                                  sigma, scales...); the CPU backend uses them in place */
-    uint64_t workspace_bytes; /* activations and scratch (eb_predictor_bytes), plus the
-                                 dense f32 copy the CPU backend decodes from f16, int8
-                                 or sparse storage */
+    uint64_t workspace_bytes; /* activations and scratch (eb_predictor_bytes: for int8
+                                 and f16 samples or students also the per-member f32
+                                 biases and int8 scales), plus any dense f32 copy the
+                                 CPU backend decodes (sparse storage; int8 or f16
+                                 dropout and gaussian posteriors) */
     uint64_t model_bytes;     /* param_bytes + workspace_bytes: "model bytes in memory" */
     uint64_t mapped_bytes;    /* the whole bundle file as mapped (headers, metadata too) */
 } eb_device_model;

@@ -190,35 +190,67 @@ eb_status eb_sgd_train(const eb_arch *arch, const eb_dataset *data, const eb_sgd
 
 /* ---- Posteriors: prediction from a bundle --------------------------- */
 
-/* A validated view of a bundle's posterior as dense f32. For f32 storage
- * params and sigma point into the bundle's map (the bundle must stay
- * open); for every other storage kind eb_posterior_from_bundle decodes
- * them into `owned`, one 64-byte-aligned buffer the posterior holds until
- * eb_posterior_release. */
+/* A validated view of a bundle's posterior. By default as dense f32: for
+ * f32 storage params and sigma point into the bundle's map (the bundle
+ * must stay open); for every other storage kind eb_posterior_from_bundle
+ * decodes them into `owned`, one 64-byte-aligned buffer the posterior
+ * holds until eb_posterior_release. With EB_POSTERIOR_QUANTIZED an int8
+ * or f16 samples or distilled posterior is not decoded: params is NULL
+ * and `stored` holds the values in place (eb_predictor runs them with the
+ * quantized kernels of methods/nn/nn_quant.h). */
 typedef struct eb_posterior {
     eb_arch arch;
     eb_repr_kind repr;
     uint32_t members;       /* S rows for samples; default draws otherwise */
     size_t k;               /* K */
     const float *params;    /* (members, K) for samples; (K) for dropout and distilled;
-                             * mu (K) for gaussian */
+                             * mu (K) for gaussian; NULL for a quantized posterior */
     const float *sigma;     /* gaussian: the standard deviations (K); NULL otherwise */
     eb_storage_kind storage; /* how the bundle stores the values */
     /* distilled: the student's head (methods/eb_distill.h maps it to
      * members); EB_HEAD_NONE otherwise. params is then the student (K). */
     eb_head_kind head;
-    float *owned;           /* non-f32 storage: the decoded params (then sigma); else NULL */
+    float *owned;           /* non-f32 storage, decoded: the params (then sigma); else NULL */
+    /* A quantized posterior (EB_POSTERIOR_QUANTIZED took effect): the
+     * PARAMS tensor as stored (eb_bundle_stored_view: int8 or f16 values
+     * (rows, K), int8 scales (rows, n_groups) and groups), pointing into
+     * the map, so valid while the bundle is open. All zero (kind 0)
+     * otherwise; eb_posterior_quantized tells. */
+    eb_bundle_stored stored;
 } eb_posterior;
+
+/* Flags of eb_posterior_from_bundle_flags. */
+enum {
+    /* Keep int8 and f16 values as stored instead of decoding them, for
+     * samples and distilled posteriors whose weights the quantized kernels
+     * can run (eb_qnet_supports: int8 groups that keep each output
+     * channel in one run, inner dimensions within the int32
+     * accumulators). Every other posterior (f32 or sparse storage;
+     * dropout and gaussian, whose draws need f32 weights; an int8
+     * grouping the kernels cannot take) is decoded as without the flag:
+     * eb_posterior_quantized says which happened. For deployment (the
+     * devices); transforms and diagnostics that read params need the
+     * default. */
+    EB_POSTERIOR_QUANTIZED = 1u << 0
+};
 
 /* Checks that the architecture parses and its K matches the bundle's, and
  * decodes non-f32 storage (EB_ERR_NOMEM if the dense values do not fit).
  * Distilled bundles are accepted (head filled in) and predicted through
  * their head (methods/eb_distill.h). On failure nothing is
  * held. Every posterior it fills is released with eb_posterior_release
- * (safe after a failure too). */
+ * (safe after a failure too). Equals eb_posterior_from_bundle_flags with
+ * flags 0. */
 eb_status eb_posterior_from_bundle(const eb_bundle *b, eb_posterior *p, eb_error *err);
-/* Frees the decoded values (no-op for f32 storage) and clears params and
- * sigma; the posterior cannot predict afterwards. */
+/* The same with flags (EB_POSTERIOR_*); EB_ERR_ARG for an unknown flag.
+ * A quantized posterior borrows the bundle's map: close the bundle only
+ * after the posterior and its predictors are done. */
+eb_status eb_posterior_from_bundle_flags(const eb_bundle *b, unsigned flags, eb_posterior *p,
+                                         eb_error *err);
+/* Nonzero when p keeps int8 or f16 values as stored (params NULL). */
+int eb_posterior_quantized(const eb_posterior *p);
+/* Frees the decoded values (no-op for f32 storage) and clears params,
+ * sigma and stored; the posterior cannot predict afterwards. */
 void eb_posterior_release(eb_posterior *p);
 
 /* The classes C of the member probabilities: the architecture's outputs,
@@ -241,7 +273,16 @@ uint32_t eb_posterior_default_draws(const eb_posterior *p);
  * maps the head to S members (eb_distill.h): a categorical head gives S
  * copies of softmax(z); gped and Dirichlet heads give S Dirichlet draws
  * from the stream (mix64(seed ^ EB_STREAM_PREDICT), example index). The
- * posterior must outlive the predictor. */
+ * posterior must outlive the predictor.
+ *
+ * On a quantized posterior (eb_posterior_quantized) the logits of member
+ * s (or of the student) come from eb_qnet_forward_w over that member's
+ * stored values in place: int8 weights with activations quantized per
+ * GEMM row at run time, or f16 weights (methods/nn/nn_quant.h). The
+ * predictor holds one eb_qnet workspace shared by all members and, per
+ * member, an eb_qweights owning only its f32 biases (int8: dequantized
+ * once) and int8 channel scales; no dense f32 copy of the weights. The
+ * mapping after the logits (softmax, a distilled head) is unchanged. */
 typedef struct eb_predictor eb_predictor;
 
 /* Batches of up to max_batch inputs, up to max_draws draws (0: the
@@ -249,7 +290,9 @@ typedef struct eb_predictor eb_predictor;
 eb_status eb_predictor_new(const eb_posterior *p, int max_batch, uint32_t max_draws,
                            eb_predictor **out, eb_error *err);
 void eb_predictor_free(eb_predictor *pr);
-/* Bytes of workspace the predictor holds (activations and scratch). */
+/* Bytes of workspace the predictor holds (activations and scratch; for a
+ * quantized posterior also the per-member biases and scales, and, once
+ * eb_predictor_input_grad has run, its f32 network and K-float buffer). */
 size_t eb_predictor_bytes(const eb_predictor *pr);
 /* Member probabilities probs (n, S, C) of inputs x (n, in_size); any n
  * (split into batches internally). S = 0: the default; S <= max_draws. */
@@ -261,7 +304,18 @@ eb_status eb_predictor_run(eb_predictor *pr, const float *x, size_t n, uint32_t 
  * S members (or the same dropout masks as eb_predictor_run draws; for a
  * distilled student, through the head's exact predictive mean, the mean
  * its draws estimate, so the attack sees no Monte Carlo noise). Writes
- * the predictive pbar (n, C) when pbar is not NULL. */
+ * the predictive pbar (n, C) when pbar is not NULL.
+ *
+ * A quantized posterior has no backward pass of its own: the first call
+ * allocates an f32 network workspace and one K-float buffer (kept until
+ * eb_predictor_free), and every draw's weights are decoded into that
+ * buffer on demand, one member at a time (the values eb_bundle_decode
+ * gives), then the f32 forward and backward run on them: the usual
+ * straight-through treatment of quantized weights. The predictive whose
+ * gradient is taken, and the pbar written, are therefore those of the
+ * dequantized f32 network, not of eb_predictor_run's quantized kernels
+ * (which also quantize activations); the two differ by the quantization
+ * error. */
 eb_status eb_predictor_input_grad(eb_predictor *pr, const float *x, const uint8_t *y, size_t n,
                                   uint32_t S, uint64_t seed, uint64_t first_example, float *dx,
                                   float *pbar, eb_error *err);

@@ -5,10 +5,11 @@
  *   int8: symmetric int8 with one f32 scale per output channel of every
  *         weighted layer (W[o] is contiguous in theta, methods/nn/eb_nn.h)
  *         and one per layer's biases, scale = max|v| / 127.
- * The values are rounded by the bundle writer; prediction decodes them
- * (or runs the int8 kernels) and quantizes activations dynamically, per
- * example. A sparse parent becomes dense at the new precision: the bundle
- * has one storage kind per file. */
+ * The values are rounded by the bundle writer. eb_posterior_from_bundle
+ * decodes them to f32; the CPU device (EB_POSTERIOR_QUANTIZED) runs them
+ * in place on the int8/f16 kernels, int8 quantizing activations per GEMM
+ * row. A sparse parent becomes dense at the new precision: the bundle has
+ * one storage kind per file. */
 #include <string.h>
 
 #include "common/eb_alloc.h"

@@ -182,8 +182,64 @@ eb_status eb_qnet_forward_naive(const eb_qnet *q, const float *x, size_t n, floa
  * biases) plus the workspace. */
 size_t eb_qnet_bytes(const eb_qnet *q);
 /* The weights' share of that: the storage of theta (K values), the f32
- * biases and, for int8, the f32 channel scales. */
+ * biases and, for int8, the f32 channel scales. 0 for a network from
+ * eb_qnet_new_workspace. */
 size_t eb_qnet_weight_bytes(const eb_qnet *q);
+
+/* ---- Weights apart from the workspace --------------------------------
+ *
+ * Several networks of one architecture and storage (the S members of a
+ * posterior) share one workspace: each member's weights are an
+ * eb_qweights that borrows the K stored values where they lie (a bundle's
+ * map, eb_bundle_stored_view) and owns only what the kernels need in
+ * another form, the f32 biases (int8: dequantized once here) and, for
+ * int8, one f32 scale per output channel; one eb_qnet made with
+ * eb_qnet_new_workspace runs any of them through eb_qnet_forward_w. The
+ * logits are those of an eb_qnet whose eb_qnet_set_weights was given the
+ * same arguments, bit for bit. */
+typedef struct eb_qweights eb_qweights;
+
+/* Checks, without building anything, that eb_qnet can run weights of
+ * this architecture and storage: for int8, every weighted layer's inner
+ * dimension is at most EB_QUANT_I8_MAX_NI and the grouping (n_groups + 1
+ * offsets from 0 to K, increasing) keeps each output channel's weights
+ * W[o] inside one run. EB_ERR_UNSUPPORTED (inner dimension) or EB_ERR_ARG
+ * (grouping) otherwise, naming the layer. groups must be NULL and
+ * n_groups 0 for f32 and f16. */
+eb_status eb_qnet_supports(const eb_arch *arch, eb_qnet_storage storage,
+                           const uint64_t *groups, size_t n_groups, eb_error *err);
+/* Prepares one network's weights for eb_qnet_forward_w without copying
+ * them. values (K = arch->n_params entries, typed by storage as for
+ * eb_qnet_set_weights) is borrowed: it must stay valid and unchanged
+ * while *out lives. scales and groups are as for eb_qnet_set_weights
+ * (scales being this network's row: n_groups entries) and are read only
+ * during the call. The same checks as eb_qnet_set_weights (finite f32 and
+ * f16 values, finite scales >= 0, a grouping that keeps each W[o] in one
+ * run). One allocation; the caller frees it with eb_qweights_free. */
+eb_status eb_qweights_new(const eb_arch *arch, eb_qnet_storage storage, const void *values,
+                          const float *scales, const uint64_t *groups, size_t n_groups,
+                          eb_qweights **out, eb_error *err);
+void eb_qweights_free(eb_qweights *w);
+/* Bytes the weights own: the f32 biases, the int8 channel scales and the
+ * handle; not the borrowed values. */
+size_t eb_qweights_bytes(const eb_qweights *w);
+/* Creates a network with a workspace for batches of up to max_batch and
+ * no weights of its own (eb_qnet_set_weights and eb_qnet_forward refuse
+ * it): it runs eb_qweights through eb_qnet_forward_w. Same checks as
+ * eb_qnet_new; eb_qnet_bytes is the workspace alone. The caller frees it
+ * with eb_qnet_free. */
+eb_status eb_qnet_new_workspace(const eb_arch *arch, eb_qnet_storage storage, int max_batch,
+                                eb_qnet **out, eb_error *err);
+/* Forward pass of n (1..max_batch) examples x (n, in_size) into logits
+ * (n, n_classes) over the weights w, which must have q's storage and
+ * architecture (EB_ERR_ARG when storage, K or the layer count differ).
+ * Works on any eb_qnet (w is used instead of the network's own weights);
+ * the workspace is q's, so one q serves one forward at a time. */
+eb_status eb_qnet_forward_w(eb_qnet *q, const eb_qweights *w, const float *x, size_t n,
+                            float *logits, eb_error *err);
+/* The naive reference of eb_qnet_forward_w (as eb_qnet_forward_naive). */
+eb_status eb_qnet_forward_w_naive(const eb_qnet *q, const eb_qweights *w, const float *x,
+                                  size_t n, float *logits, eb_error *err);
 const eb_arch *eb_qnet_arch(const eb_qnet *q);
 eb_qnet_storage eb_qnet_storage_of(const eb_qnet *q);
 void eb_qnet_free(eb_qnet *q);

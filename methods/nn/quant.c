@@ -423,47 +423,256 @@ static size_t storage_elem(eb_qnet_storage s)
     return s == EB_QNET_F32 ? sizeof(float) : s == EB_QNET_F16 ? sizeof(uint16_t) : 1;
 }
 
-eb_status eb_qnet_new(const eb_arch *arch, eb_qnet_storage storage, int max_batch,
-                      eb_qnet **out, eb_error *err)
+static const char *storage_word(eb_qnet_storage s)
+{
+    return s == EB_QNET_F32 ? "f32" : s == EB_QNET_F16 ? "f16" : "int8";
+}
+
+static eb_status check_storage(eb_qnet_storage storage, eb_error *err)
+{
+    if (storage != EB_QNET_F32 && storage != EB_QNET_F16 && storage != EB_QNET_INT8)
+        return eb_error_set(err, EB_ERR_ARG,
+                            "weight storage %d is not one of 1 (f32), 2 (f16), 3 (int8)",
+                            (int)storage);
+    return EB_OK;
+}
+
+/* Where every layer's biases and channel scales start in the weights'
+ * f32 arrays, and how many of each there are. */
+static void qlayout(const eb_arch *arch, eb_qnet_storage storage, struct eb_qweights *w,
+                    size_t *n_bias, size_t *n_scale)
+{
+    size_t nb = 0, ns = 0;
+    w->storage = storage;
+    w->k = arch->n_params;
+    w->n_layers = arch->n_layers;
+    for (int i = 0; i < arch->n_layers; i++) {
+        const eb_layer *L = &arch->layers[i];
+        w->bias_at[i] = nb;
+        w->scale_at[i] = ns;
+        nb += L->n_bias;
+        if (L->n_weights)
+            ns += (size_t)L->units;
+    }
+    *n_bias = nb;
+    *n_scale = storage == EB_QNET_INT8 ? ns : 0;
+}
+
+/* The inner dimension of layer L's GEMM (0 for a layer without weights). */
+static size_t layer_ni(const eb_layer *L)
+{
+    return L->kind == EB_LAYER_DENSE    ? L->in_size
+           : L->kind == EB_LAYER_CONV2D ? 9 * (size_t)L->in_c
+                                        : 0;
+}
+
+static eb_status check_ni(const eb_arch *arch, eb_qnet_storage storage, eb_error *err)
+{
+    if (storage != EB_QNET_INT8)
+        return EB_OK;
+    for (int i = 0; i < arch->n_layers; i++) {
+        const size_t NI = layer_ni(&arch->layers[i]);
+        if (NI > EB_QUANT_I8_MAX_NI)
+            return eb_error_set(err, EB_ERR_UNSUPPORTED,
+                                "layer %d has %zu inputs per output; the int8 kernels take at "
+                                "most %d (int32 accumulators)",
+                                i + 1, NI, EB_QUANT_I8_MAX_NI);
+    }
+    return EB_OK;
+}
+
+/* int8: checks the grouping (and the scales, when given) and, when w is
+ * not NULL, gives every output channel its scale and every bias its f32
+ * value from v. */
+static eb_status walk_int8(const eb_arch *a, struct eb_qweights *w, const int8_t *v,
+                           const float *scales, const uint64_t *groups, size_t n_groups,
+                           eb_error *err)
+{
+    const uint64_t K = (uint64_t)a->n_params;
+    size_t g = 0;
+
+    if ((w && !scales) || !groups || n_groups == 0)
+        return eb_error_set(err, EB_ERR_ARG, "int8 weights need scales and groups");
+    if (groups[0] != 0 || groups[n_groups] != K)
+        return eb_error_set(err, EB_ERR_ARG,
+                            "int8 groups must run from 0 to K = %zu (got %llu to %llu)",
+                            a->n_params, (unsigned long long)groups[0],
+                            (unsigned long long)groups[n_groups]);
+    for (size_t j = 0; j < n_groups; j++) {
+        if (groups[j + 1] <= groups[j])
+            return eb_error_set(err, EB_ERR_ARG, "int8 group %zu is empty or out of order", j);
+        if (scales && !(scales[j] >= 0.0f && scales[j] <= FLT_MAX))
+            return eb_error_set(err, EB_ERR_ARG,
+                                "int8 scale %zu is %g; scales must be finite and >= 0", j,
+                                (double)scales[j]);
+    }
+    /* Walk the layers in theta order; g is the group holding the start of
+     * the run being placed. */
+    for (int i = 0; i < a->n_layers; i++) {
+        const eb_layer *L = &a->layers[i];
+        size_t per_row;
+        if (!L->n_weights)
+            continue;
+        per_row = L->n_weights / (size_t)L->units;
+        for (int o = 0; o < L->units; o++) {
+            const uint64_t lo = (uint64_t)(L->param_offset + (size_t)o * per_row);
+            const uint64_t hi = lo + per_row;
+            while (groups[g + 1] <= lo)
+                g++;
+            if (groups[g + 1] < hi)
+                return eb_error_set(err, EB_ERR_ARG,
+                                    "int8 group %zu ends at %llu, inside the weights of output "
+                                    "channel %d of layer %d; each channel needs one scale",
+                                    g, (unsigned long long)groups[g + 1], o, i + 1);
+            if (w)
+                w->scale[w->scale_at[i] + (size_t)o] = scales[g];
+        }
+        for (size_t k = 0; w && k < L->n_bias; k++) {
+            const uint64_t at = (uint64_t)(L->param_offset + L->n_weights + k);
+            while (groups[g + 1] <= at)
+                g++;
+            w->bias[w->bias_at[i] + k] = (float)v[at] * scales[g];
+        }
+    }
+    return EB_OK;
+}
+
+/* Checks values (and for int8 scales and groups) and fills w's bias and
+ * scale arrays from them; w->values is left to the caller. */
+static eb_status fill_weights(const eb_arch *a, struct eb_qweights *w, const void *values,
+                              const float *scales, const uint64_t *groups, size_t n_groups,
+                              eb_error *err)
+{
+    if (!values)
+        return eb_error_set(err, EB_ERR_ARG, "no weight values given");
+    if (w->storage == EB_QNET_INT8)
+        return walk_int8(a, w, values, scales, groups, n_groups, err);
+    if (scales || groups || n_groups)
+        return eb_error_set(err, EB_ERR_ARG, "%s weights take no scales or groups",
+                            storage_word(w->storage));
+    for (size_t k = 0; k < a->n_params; k++) {
+        const float v = w->storage == EB_QNET_F32 ? ((const float *)values)[k]
+                                                  : eb_f16_to_f32(((const uint16_t *)values)[k]);
+        if (!(fabsf(v) <= FLT_MAX))
+            return eb_error_set(err, EB_ERR_ARG, "%s weight %zu is not finite",
+                                storage_word(w->storage), k);
+    }
+    for (int i = 0; i < a->n_layers; i++) {
+        const eb_layer *L = &a->layers[i];
+        const size_t at = L->param_offset + L->n_weights;
+        if (w->storage == EB_QNET_F32)
+            memcpy(w->bias + w->bias_at[i], (const float *)values + at, L->n_bias * sizeof(float));
+        else
+            eb_f16_to_f32_n(w->bias + w->bias_at[i], (const uint16_t *)values + at, L->n_bias);
+    }
+    return EB_OK;
+}
+
+eb_status eb_qnet_supports(const eb_arch *arch, eb_qnet_storage storage,
+                           const uint64_t *groups, size_t n_groups, eb_error *err)
+{
+    eb_status st = check_storage(storage, err);
+    if (st)
+        return st;
+    if (arch->n_layers < 1 || arch->n_params == 0)
+        return eb_error_set(err, EB_ERR_ARG, "the architecture has no layers with parameters");
+    if ((st = check_ni(arch, storage, err)))
+        return st;
+    if (storage == EB_QNET_INT8)
+        return walk_int8(arch, NULL, NULL, NULL, groups, n_groups, err);
+    if (groups || n_groups)
+        return eb_error_set(err, EB_ERR_ARG, "%s weights take no scales or groups",
+                            storage_word(storage));
+    return EB_OK;
+}
+
+eb_status eb_qweights_new(const eb_arch *arch, eb_qnet_storage storage, const void *values,
+                          const float *scales, const uint64_t *groups, size_t n_groups,
+                          eb_qweights **out, eb_error *err)
+{
+    struct eb_qweights lay, *w;
+    size_t n_bias, n_scale, bytes;
+    char *p;
+    eb_status st;
+
+    *out = NULL;
+    if ((st = check_storage(storage, err)))
+        return st;
+    if (arch->n_layers < 1 || arch->n_params == 0)
+        return eb_error_set(err, EB_ERR_ARG, "the architecture has no layers with parameters");
+    memset(&lay, 0, sizeof lay);
+    qlayout(arch, storage, &lay, &n_bias, &n_scale);
+    /* one allocation: the handle, then bias, then scale */
+    bytes = round64(sizeof lay) + round64(n_bias * sizeof(float)) +
+            round64(n_scale * sizeof(float));
+    p = eb_malloc_aligned(64, bytes);
+    if (!p)
+        return eb_error_set(err, EB_ERR_NOMEM,
+                            "out of memory: %zu bytes for a network's biases and scales", bytes);
+    w = (struct eb_qweights *)(void *)p;
+    *w = lay;
+    w->bias = (float *)(void *)(p + round64(sizeof lay));
+    w->scale = n_scale ? (float *)(void *)(p + round64(sizeof lay) +
+                                           round64(n_bias * sizeof(float)))
+                       : NULL;
+    w->bytes = bytes;
+    st = fill_weights(arch, w, values, scales, groups, n_groups, err);
+    if (st) {
+        eb_free_aligned(p);
+        return st;
+    }
+    w->values = values;
+    *out = w;
+    return EB_OK;
+}
+
+void eb_qweights_free(eb_qweights *w)
+{
+    eb_free_aligned(w);
+}
+
+size_t eb_qweights_bytes(const eb_qweights *w)
+{
+    return w->bytes;
+}
+
+static eb_status qnet_create(const eb_arch *arch, eb_qnet_storage storage, int max_batch,
+                             int own_weights, eb_qnet **out, eb_error *err)
 {
     eb_qnet *q;
     const size_t nb = (size_t)max_batch;
     size_t n_bias = 0, n_scale = 0, max_pool = 0, max_cols = 0, max_q = 0, max_rows = 0;
     size_t wbuf_floats = 0, off;
     char *p;
+    eb_status st;
 
     *out = NULL;
-    if (storage != EB_QNET_F32 && storage != EB_QNET_F16 && storage != EB_QNET_INT8)
-        return eb_error_set(err, EB_ERR_ARG,
-                            "weight storage %d is not one of 1 (f32), 2 (f16), 3 (int8)",
-                            (int)storage);
+    if ((st = check_storage(storage, err)))
+        return st;
     if (max_batch < 1 || max_batch > (1 << 20))
         return eb_error_set(err, EB_ERR_ARG, "batch size %d is outside 1..%d", max_batch, 1 << 20);
     if (arch->n_layers < 1 || arch->n_params == 0)
         return eb_error_set(err, EB_ERR_ARG, "the architecture has no layers with parameters");
+    if ((st = check_ni(arch, storage, err)))
+        return st;
     q = eb_calloc(1, sizeof *q);
     if (!q)
         return eb_error_set(err, EB_ERR_NOMEM, "out of memory creating a quantized network");
     q->arch = *arch;
     q->storage = storage;
     q->max_batch = max_batch;
+    q->own_weights = own_weights;
+    qlayout(arch, storage, &q->w, &n_bias, &n_scale);
 
     for (int i = 0; i < arch->n_layers; i++) {
         const eb_layer *L = &arch->layers[i];
-        size_t NI = 0, rows = 0;
-        q->bias_at[i] = n_bias;
-        q->scale_at[i] = n_scale;
-        n_bias += L->n_bias;
-        if (L->n_weights)
-            n_scale += (size_t)L->units;
+        const size_t NI = layer_ni(L);
+        size_t rows = 0;
         if (L->kind == EB_LAYER_DENSE) {
-            NI = L->in_size;
             rows = nb;
         } else if (L->kind == EB_LAYER_CONV2D) {
             const size_t pix = (size_t)L->out_h * L->out_w;
-            size_t chunk;
-            NI = 9 * (size_t)L->in_c;
-            chunk = QNET_COLS_BUDGET / (pix * NI);
+            size_t chunk = QNET_COLS_BUDGET / (pix * NI);
             chunk = chunk < 1 ? 1 : chunk > nb ? nb : chunk;
             q->chunk[i] = (int)chunk;
             rows = chunk * pix;
@@ -474,13 +683,6 @@ eb_status eb_qnet_new(const eb_arch *arch, eb_qnet_storage storage, int max_batc
         }
         if (!NI)
             continue;
-        if (storage == EB_QNET_INT8 && NI > EB_QUANT_I8_MAX_NI) {
-            eb_free(q);
-            return eb_error_set(err, EB_ERR_UNSUPPORTED,
-                                "layer %d has %zu inputs per output; the int8 kernels take at "
-                                "most %d (int32 accumulators)",
-                                i + 1, NI, EB_QUANT_I8_MAX_NI);
-        }
         if (rows * NI > max_q)
             max_q = rows * NI;
         if (rows > max_rows)
@@ -494,22 +696,24 @@ eb_status eb_qnet_new(const eb_arch *arch, eb_qnet_storage storage, int max_batc
         }
     }
 
-    /* Weights. */
-    q->wbytes = round64(arch->n_params * storage_elem(storage)) + round64(n_bias * sizeof(float)) +
-                (storage == EB_QNET_INT8 ? round64(n_scale * sizeof(float)) : 0);
-    q->wblock = eb_malloc_aligned(64, q->wbytes);
-    if (!q->wblock) {
-        const size_t need = q->wbytes;
-        eb_free(q);
-        return eb_error_set(err, EB_ERR_NOMEM,
-                            "out of memory: the quantized weights need %zu bytes", need);
+    /* Weights: values, bias, scale in one allocation. */
+    if (own_weights) {
+        q->wbytes = round64(arch->n_params * storage_elem(storage)) +
+                    round64(n_bias * sizeof(float)) + round64(n_scale * sizeof(float));
+        q->wblock = eb_malloc_aligned(64, q->wbytes);
+        if (!q->wblock) {
+            const size_t need = q->wbytes;
+            eb_free(q);
+            return eb_error_set(err, EB_ERR_NOMEM,
+                                "out of memory: the quantized weights need %zu bytes", need);
+        }
+        p = q->wblock;
+        q->w.values = p;
+        p += round64(arch->n_params * storage_elem(storage));
+        q->w.bias = (float *)(void *)p;
+        p += round64(n_bias * sizeof(float));
+        q->w.scale = n_scale ? (float *)(void *)p : NULL;
     }
-    p = q->wblock;
-    q->values = p;
-    p += round64(arch->n_params * storage_elem(storage));
-    q->bias = (float *)(void *)p;
-    p += round64(n_bias * sizeof(float));
-    q->scale = storage == EB_QNET_INT8 ? (float *)(void *)p : NULL;
 
     /* Workspace. */
     off = 2 * round64(nb * arch->max_act * sizeof(float)) + round64(max_pool * sizeof(int32_t)) +
@@ -549,6 +753,18 @@ eb_status eb_qnet_new(const eb_arch *arch, eb_qnet_storage storage, int max_batc
     return EB_OK;
 }
 
+eb_status eb_qnet_new(const eb_arch *arch, eb_qnet_storage storage, int max_batch,
+                      eb_qnet **out, eb_error *err)
+{
+    return qnet_create(arch, storage, max_batch, 1, out, err);
+}
+
+eb_status eb_qnet_new_workspace(const eb_arch *arch, eb_qnet_storage storage, int max_batch,
+                                eb_qnet **out, eb_error *err)
+{
+    return qnet_create(arch, storage, max_batch, 0, out, err);
+}
+
 void eb_qnet_free(eb_qnet *q)
 {
     if (!q)
@@ -578,174 +794,108 @@ eb_qnet_storage eb_qnet_storage_of(const eb_qnet *q)
     return q->storage;
 }
 
-static const char *storage_word(eb_qnet_storage s)
-{
-    return s == EB_QNET_F32 ? "f32" : s == EB_QNET_F16 ? "f16" : "int8";
-}
-
-/* int8: checks the grouping and gives every output channel its scale and
- * every bias its f32 value. */
-static eb_status set_int8(eb_qnet *q, const int8_t *v, const float *scales,
-                          const uint64_t *groups, size_t n_groups, eb_error *err)
-{
-    const eb_arch *a = &q->arch;
-    const uint64_t K = (uint64_t)a->n_params;
-    size_t g = 0;
-
-    if (!scales || !groups || n_groups == 0)
-        return eb_error_set(err, EB_ERR_ARG, "int8 weights need scales and groups");
-    if (groups[0] != 0 || groups[n_groups] != K)
-        return eb_error_set(err, EB_ERR_ARG,
-                            "int8 groups must run from 0 to K = %zu (got %llu to %llu)",
-                            a->n_params, (unsigned long long)groups[0],
-                            (unsigned long long)groups[n_groups]);
-    for (size_t j = 0; j < n_groups; j++) {
-        if (groups[j + 1] <= groups[j])
-            return eb_error_set(err, EB_ERR_ARG, "int8 group %zu is empty or out of order", j);
-        if (!(scales[j] >= 0.0f && scales[j] <= FLT_MAX))
-            return eb_error_set(err, EB_ERR_ARG,
-                                "int8 scale %zu is %g; scales must be finite and >= 0", j,
-                                (double)scales[j]);
-    }
-    /* Walk the layers in theta order; g is the group holding the start of
-     * the run being placed. */
-    for (int i = 0; i < a->n_layers; i++) {
-        const eb_layer *L = &a->layers[i];
-        size_t per_row;
-        if (!L->n_weights)
-            continue;
-        per_row = L->n_weights / (size_t)L->units;
-        for (int o = 0; o < L->units; o++) {
-            const uint64_t lo = (uint64_t)(L->param_offset + (size_t)o * per_row);
-            const uint64_t hi = lo + per_row;
-            while (groups[g + 1] <= lo)
-                g++;
-            if (groups[g + 1] < hi)
-                return eb_error_set(err, EB_ERR_ARG,
-                                    "int8 group %zu ends at %llu, inside the weights of output "
-                                    "channel %d of layer %d; each channel needs one scale",
-                                    g, (unsigned long long)groups[g + 1], o, i + 1);
-            q->scale[q->scale_at[i] + (size_t)o] = scales[g];
-        }
-        for (size_t k = 0; k < L->n_bias; k++) {
-            const uint64_t at = (uint64_t)(L->param_offset + L->n_weights + k);
-            while (groups[g + 1] <= at)
-                g++;
-            q->bias[q->bias_at[i] + k] = (float)v[at] * scales[g];
-        }
-    }
-    memcpy(q->values, v, a->n_params);
-    return EB_OK;
-}
-
 eb_status eb_qnet_set_weights(eb_qnet *q, const void *values, const float *scales,
                               const uint64_t *groups, size_t n_groups, eb_error *err)
 {
-    const eb_arch *a = &q->arch;
     eb_status st;
 
     q->weights_set = 0;
-    if (!values)
-        return eb_error_set(err, EB_ERR_ARG, "no weight values given");
-    if (q->storage == EB_QNET_INT8) {
-        st = set_int8(q, values, scales, groups, n_groups, err);
-        if (st != EB_OK)
-            return st;
-        q->weights_set = 1;
-        return EB_OK;
-    }
-    if (scales || groups || n_groups)
-        return eb_error_set(err, EB_ERR_ARG, "%s weights take no scales or groups",
-                            storage_word(q->storage));
-    for (size_t k = 0; k < a->n_params; k++) {
-        const float v = q->storage == EB_QNET_F32 ? ((const float *)values)[k]
-                                                  : eb_f16_to_f32(((const uint16_t *)values)[k]);
-        if (!(fabsf(v) <= FLT_MAX))
-            return eb_error_set(err, EB_ERR_ARG, "%s weight %zu is not finite",
-                                storage_word(q->storage), k);
-    }
-    memcpy(q->values, values, a->n_params * storage_elem(q->storage));
-    for (int i = 0; i < a->n_layers; i++) {
-        const eb_layer *L = &a->layers[i];
-        const size_t at = L->param_offset + L->n_weights;
-        if (q->storage == EB_QNET_F32)
-            memcpy(q->bias + q->bias_at[i], (const float *)values + at, L->n_bias * sizeof(float));
-        else
-            eb_f16_to_f32_n(q->bias + q->bias_at[i], (const uint16_t *)values + at, L->n_bias);
-    }
+    if (!q->own_weights)
+        return eb_error_set(err, EB_ERR_ARG,
+                            "this network holds a workspace only (eb_qnet_new_workspace); "
+                            "give it eb_qweights through eb_qnet_forward_w");
+    st = fill_weights(&q->arch, &q->w, values, scales, groups, n_groups, err);
+    if (st)
+        return st;
+    memcpy((void *)q->w.values, values, q->arch.n_params * storage_elem(q->storage));
     q->weights_set = 1;
     return EB_OK;
 }
 
-static void dense_layer(eb_qnet *q, int i, float *out, const float *in, int n)
+eb_status eb_qnet__check(const eb_qnet *q, const eb_qweights *w, size_t n, eb_error *err)
+{
+    if (w->storage != q->storage || w->k != q->arch.n_params || w->n_layers != q->arch.n_layers)
+        return eb_error_set(err, EB_ERR_ARG,
+                            "the weights (%s, K = %zu, %d layers) do not fit this network "
+                            "(%s, K = %zu, %d layers)",
+                            storage_word(w->storage), w->k, w->n_layers, storage_word(q->storage),
+                            q->arch.n_params, q->arch.n_layers);
+    if (n < 1 || n > (size_t)q->max_batch)
+        return eb_error_set(err, EB_ERR_ARG, "batch of %zu examples is outside 1..%d", n,
+                            q->max_batch);
+    return EB_OK;
+}
+
+static void dense_layer(eb_qnet *q, const eb_qweights *w, int i, float *out, const float *in,
+                        int n)
 {
     const eb_layer *L = &q->arch.layers[i];
     const int NI = (int)L->in_size, NO = L->units;
-    const float *b = q->bias + q->bias_at[i];
+    const float *b = w->bias + w->bias_at[i];
     switch (q->storage) {
     case EB_QNET_F32:
-        eb_kern_dense_forward(out, in, (const float *)q->values + L->param_offset, b, n, NI, NO);
+        eb_kern_dense_forward(out, in, (const float *)w->values + L->param_offset, b, n, NI, NO);
         break;
     case EB_QNET_F16:
-        eb_qkern_dense_f16(out, q->wbuf, in, (const uint16_t *)q->values + L->param_offset, b, n,
+        eb_qkern_dense_f16(out, q->wbuf, in, (const uint16_t *)w->values + L->param_offset, b, n,
                            NI, NO);
         break;
     case EB_QNET_INT8:
-        eb_qkern_dense_i8(out, q->qx, q->sx, in, (const int8_t *)q->values + L->param_offset,
-                          q->scale + q->scale_at[i], b, n, NI, NO);
+        eb_qkern_dense_i8(out, q->qx, q->sx, in, (const int8_t *)w->values + L->param_offset,
+                          w->scale + w->scale_at[i], b, n, NI, NO);
         break;
     }
 }
 
-static void conv_layer(eb_qnet *q, int i, float *out, const float *in, int n)
+static void conv_layer(eb_qnet *q, const eb_qweights *w, int i, float *out, const float *in,
+                       int n)
 {
     const eb_layer *L = &q->arch.layers[i];
     const int H = L->in_h, W = L->in_w, C = L->in_c, NO = L->units;
-    const float *b = q->bias + q->bias_at[i];
+    const float *b = w->bias + w->bias_at[i];
     for (int img = 0; img < n; img += q->chunk[i]) {
         const int m = img + q->chunk[i] < n ? q->chunk[i] : n - img;
         const float *x = in + (size_t)img * L->in_size;
         float *y = out + (size_t)img * L->out_size;
         switch (q->storage) {
         case EB_QNET_F32:
-            eb_kern_conv2d_forward(y, q->cols, x, (const float *)q->values + L->param_offset, b,
+            eb_kern_conv2d_forward(y, q->cols, x, (const float *)w->values + L->param_offset, b,
                                    m, H, W, C, NO);
             break;
         case EB_QNET_F16:
             eb_qkern_conv2d_f16(y, q->cols, q->wbuf, x,
-                                (const uint16_t *)q->values + L->param_offset, b, m, H, W, C,
+                                (const uint16_t *)w->values + L->param_offset, b, m, H, W, C,
                                 NO);
             break;
         case EB_QNET_INT8:
             eb_qkern_conv2d_i8(y, q->cols, q->qx, q->sx, x,
-                               (const int8_t *)q->values + L->param_offset,
-                               q->scale + q->scale_at[i], b, m, H, W, C, NO);
+                               (const int8_t *)w->values + L->param_offset,
+                               w->scale + w->scale_at[i], b, m, H, W, C, NO);
             break;
         }
     }
 }
 
-eb_status eb_qnet_forward(eb_qnet *q, const float *x, size_t n, float *logits, eb_error *err)
+eb_status eb_qnet_forward_w(eb_qnet *q, const eb_qweights *w, const float *x, size_t n,
+                            float *logits, eb_error *err)
 {
     const eb_arch *a = &q->arch;
     const float *in = x;
     float *cur = NULL; /* in, when it is one of our buffers (writable) */
     int pp = 0;
+    eb_status st = eb_qnet__check(q, w, n, err);
 
-    if (!q->weights_set)
-        return eb_error_set(err, EB_ERR_ARG, "the quantized network has no weights set");
-    if (n < 1 || n > (size_t)q->max_batch)
-        return eb_error_set(err, EB_ERR_ARG, "batch of %zu examples is outside 1..%d", n,
-                            q->max_batch);
+    if (st)
+        return st;
     for (int i = 0; i < a->n_layers; i++) {
         const eb_layer *L = &a->layers[i];
         float *o = i == a->n_layers - 1 ? logits : q->act[pp];
         switch (L->kind) {
         case EB_LAYER_DENSE:
-            dense_layer(q, i, o, in, (int)n);
+            dense_layer(q, w, i, o, in, (int)n);
             break;
         case EB_LAYER_CONV2D:
-            conv_layer(q, i, o, in, (int)n);
+            conv_layer(q, w, i, o, in, (int)n);
             break;
         case EB_LAYER_MAXPOOL:
             eb_kern_maxpool_forward(o, q->argmax, in, (int)n, L->in_h, L->in_w, L->in_c);
@@ -764,4 +914,11 @@ eb_status eb_qnet_forward(eb_qnet *q, const float *x, size_t n, float *logits, e
         in = cur = o;
     }
     return EB_OK;
+}
+
+eb_status eb_qnet_forward(eb_qnet *q, const float *x, size_t n, float *logits, eb_error *err)
+{
+    if (!q->weights_set)
+        return eb_error_set(err, EB_ERR_ARG, "the quantized network has no weights set");
+    return eb_qnet_forward_w(q, &q->w, x, n, logits, err);
 }

@@ -210,19 +210,17 @@ void eb_qkern_conv2d_f16_naive(float *out, const float *inp, const uint16_t *w, 
 
 /* ---- the naive forward ------------------------------------------------- */
 
-eb_status eb_qnet_forward_naive(const eb_qnet *q, const float *x, size_t n, float *logits,
-                                eb_error *err)
+eb_status eb_qnet_forward_w_naive(const eb_qnet *q, const eb_qweights *w, const float *x,
+                                  size_t n, float *logits, eb_error *err)
 {
     const eb_arch *a = &q->arch;
     float *buf[2], *cur;
     const float *in = x;
     int pp = 0;
+    eb_status st = eb_qnet__check(q, w, n, err);
 
-    if (!q->weights_set)
-        return eb_error_set(err, EB_ERR_ARG, "the quantized network has no weights set");
-    if (n < 1 || n > (size_t)q->max_batch)
-        return eb_error_set(err, EB_ERR_ARG, "batch of %zu examples is outside 1..%d", n,
-                            q->max_batch);
+    if (st)
+        return st;
     buf[0] = eb_malloc(n * a->max_act * sizeof(float));
     buf[1] = eb_malloc(n * a->max_act * sizeof(float));
     if (!buf[0] || !buf[1]) {
@@ -232,33 +230,33 @@ eb_status eb_qnet_forward_naive(const eb_qnet *q, const float *x, size_t n, floa
     }
     for (int i = 0; i < a->n_layers; i++) {
         const eb_layer *L = &a->layers[i];
-        const float *b = q->bias + q->bias_at[i];
+        const float *b = w->bias + w->bias_at[i];
         const size_t off = L->param_offset;
         const int nn = (int)n;
         cur = i == a->n_layers - 1 ? logits : buf[pp];
         switch (L->kind) {
         case EB_LAYER_DENSE:
             if (q->storage == EB_QNET_F32)
-                eb_kern_dense_forward_naive(cur, in, (const float *)q->values + off, b, nn,
+                eb_kern_dense_forward_naive(cur, in, (const float *)w->values + off, b, nn,
                                             (int)L->in_size, L->units);
             else if (q->storage == EB_QNET_F16)
-                eb_qkern_dense_f16_naive(cur, in, (const uint16_t *)q->values + off, b, nn,
+                eb_qkern_dense_f16_naive(cur, in, (const uint16_t *)w->values + off, b, nn,
                                          (int)L->in_size, L->units);
             else
-                eb_qkern_dense_i8_naive(cur, in, (const int8_t *)q->values + off,
-                                        q->scale + q->scale_at[i], b, nn, (int)L->in_size,
+                eb_qkern_dense_i8_naive(cur, in, (const int8_t *)w->values + off,
+                                        w->scale + w->scale_at[i], b, nn, (int)L->in_size,
                                         L->units);
             break;
         case EB_LAYER_CONV2D:
             if (q->storage == EB_QNET_F32)
-                eb_kern_conv2d_forward_naive(cur, in, (const float *)q->values + off, b, nn,
+                eb_kern_conv2d_forward_naive(cur, in, (const float *)w->values + off, b, nn,
                                              L->in_h, L->in_w, L->in_c, L->units);
             else if (q->storage == EB_QNET_F16)
-                eb_qkern_conv2d_f16_naive(cur, in, (const uint16_t *)q->values + off, b, nn,
+                eb_qkern_conv2d_f16_naive(cur, in, (const uint16_t *)w->values + off, b, nn,
                                           L->in_h, L->in_w, L->in_c, L->units);
             else
-                eb_qkern_conv2d_i8_naive(cur, in, (const int8_t *)q->values + off,
-                                         q->scale + q->scale_at[i], b, nn, L->in_h, L->in_w,
+                eb_qkern_conv2d_i8_naive(cur, in, (const int8_t *)w->values + off,
+                                         w->scale + w->scale_at[i], b, nn, L->in_h, L->in_w,
                                          L->in_c, L->units);
             break;
         case EB_LAYER_MAXPOOL:
@@ -278,4 +276,12 @@ eb_status eb_qnet_forward_naive(const eb_qnet *q, const float *x, size_t n, floa
     eb_free(buf[0]);
     eb_free(buf[1]);
     return EB_OK;
+}
+
+eb_status eb_qnet_forward_naive(const eb_qnet *q, const float *x, size_t n, float *logits,
+                                eb_error *err)
+{
+    if (!q->weights_set)
+        return eb_error_set(err, EB_ERR_ARG, "the quantized network has no weights set");
+    return eb_qnet_forward_w_naive(q, &q->w, x, n, logits, err);
 }

@@ -3,7 +3,9 @@
  * validation naming the field or slot at fault; predictions and input
  * gradients equal to eb_posterior_predict's and eb_predictor_input_grad's
  * bit for bit (samples and dropout bundles written here with the bundle
- * writer); model bytes; load errors naming the file; state errors;
+ * writer, and int8 and f16 ones, which the device runs on the quantized
+ * kernels without a decoded copy); model bytes; load errors naming the
+ * file; state errors;
  * affinity, threads and the slowdown hook's reporting; the defaults of
  * empty optional slots; eb_device_compare against the CPU oracle; and
  * allocation failures at every point of open, load and predict (leaks are
@@ -25,6 +27,7 @@
 #include "common/eb_alloc.h"
 #include "devices/eb_device.h"
 #include "methods/eb_methods.h"
+#include "methods/nn/nn_quant.h"
 
 #define MLP "input 28x28x1; flatten; dense 16; relu; dense 10"
 #define MLP_DROPOUT "input 28x28x1; flatten; dense 16; relu; dropout 0.3; dense 10"
@@ -35,10 +38,13 @@ static void scratch_path(char *out, size_t n, const char *name)
 }
 
 /* Writes a bundle of random parameters: S members (samples) or one theta
- * with S default draws (dropout). */
-static void write_bundle(const char *path, const char *arch_text, eb_repr_kind repr, uint32_t S,
-                         uint64_t seed)
+ * with S default draws (dropout), stored as sk (int8: one scale per
+ * output channel, the quantize transform's grouping). */
+static void write_bundle_as(const char *path, const char *arch_text, eb_repr_kind repr,
+                            uint32_t S, uint64_t seed, eb_storage_kind sk)
 {
+    uint64_t *groups = NULL;
+    size_t ng = 0;
     eb_arch arch;
     eb_bundle_writer *w;
     eb_error err;
@@ -58,9 +64,19 @@ static void write_bundle(const char *path, const char *arch_text, eb_repr_kind r
     else
         assert_int_equal(eb_bundle_writer_dropout(w, S, arch.n_params, theta, &err), EB_OK);
     assert_int_equal(eb_bundle_writer_meta(w, "method", "test", &err), EB_OK);
+    if (sk == EB_STORE_INT8)
+        assert_int_equal(eb_quant_groups(&arch, &groups, &ng, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_storage(w, sk, groups, ng, &err), EB_OK);
     assert_int_equal(eb_bundle_write(w, path, &err), EB_OK);
     eb_bundle_writer_free(w);
+    eb_free(groups);
     free(theta);
+}
+
+static void write_bundle(const char *path, const char *arch_text, eb_repr_kind repr, uint32_t S,
+                         uint64_t seed)
+{
+    write_bundle_as(path, arch_text, repr, S, seed, EB_STORE_F32);
 }
 
 static float *random_inputs(size_t n, size_t in, uint64_t seed)
@@ -369,6 +385,82 @@ static void test_model_info(void **state)
     assert_int_equal(eb_device_model_info(dev)->max_draws, 2);
     eb_device_close(dev);
     remove(path);
+}
+
+/* int8 and f16 samples: the device keeps the values as stored and
+ * predicts with the quantized kernels, bit for bit what a quantized
+ * posterior's predictor gives (and, for int8, not the decoded f32
+ * network's numbers); its model bytes are the tensor sections plus the
+ * predictor, with no decoded copy; input gradients are the decoded
+ * network's. */
+static void test_quantized(void **state)
+{
+    const uint32_t S = 3;
+    const size_t n = 10, C = 10, K = 12730;
+    const uint8_t y[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    (void)state;
+    for (int sk = EB_STORE_F16; sk <= EB_STORE_INT8; sk++) {
+        char path[512];
+        eb_bundle *b;
+        eb_posterior pq, pd;
+        eb_predictor *pr;
+        eb_device *dev;
+        eb_error err;
+        const eb_device_model *m;
+        float *x, *want, *got, *dec, *dx_want, *dx_got;
+        uint64_t tensors;
+        scratch_path(path, sizeof path, "quantized.ebb");
+        write_bundle_as(path, MLP, EB_REPR_SAMPLES, S, 21, (eb_storage_kind)sk);
+        dev = open_cpu(4, 0);
+        assert_int_equal(eb_device_load(dev, path, NULL, &err), EB_OK);
+        m = eb_device_model_info(dev);
+        x = random_inputs(n, 784, 9);
+        want = malloc(n * S * C * sizeof *want);
+        got = malloc(n * S * C * sizeof *got);
+        dec = malloc(n * S * C * sizeof *dec);
+        dx_want = malloc(n * 784 * sizeof *dx_want);
+        dx_got = malloc(n * 784 * sizeof *dx_got);
+        assert_int_equal(eb_bundle_open(path, 0, &b, &err), EB_OK);
+        assert_int_equal(eb_posterior_from_bundle_flags(b, EB_POSTERIOR_QUANTIZED, &pq, &err),
+                         EB_OK);
+        assert_true(eb_posterior_quantized(&pq));
+        assert_int_equal(eb_posterior_from_bundle(b, &pd, &err), EB_OK);
+        assert_int_equal(eb_posterior_predict(&pq, x, n, S, 99, 4, want, &err), EB_OK);
+        assert_int_equal(eb_posterior_predict(&pd, x, n, S, 99, 4, dec, &err), EB_OK);
+        assert_int_equal(eb_device_predict(dev, x, n, 0, 99, 0, got, &err), EB_OK);
+        assert_memory_equal(got, want, n * S * C * sizeof *got);
+        if (sk == EB_STORE_INT8)
+            assert_memory_not_equal(got, dec, n * S * C * sizeof *got);
+        /* model bytes: the stored sections (values; int8 SCALES (S, G) and
+         * GROUPS (G + 1), G = 16 + 1 + 10 + 1 runs) and the predictor */
+        tensors = sk == EB_STORE_F16 ? S * K * 2 : S * K + S * 28 * 4 + 29 * 8;
+        assert_int_equal(m->param_bytes, tensors);
+        assert_int_equal(eb_predictor_new(&pq, 4, S, &pr, &err), EB_OK);
+        assert_int_equal(m->workspace_bytes, eb_predictor_bytes(pr));
+        assert_int_equal(m->model_bytes, m->param_bytes + m->workspace_bytes);
+        assert_true(m->workspace_bytes < S * K * sizeof(float)); /* no decoded copy */
+        printf("%s mlp S=%u: param bytes %llu, workspace %llu, model %llu (f32 members: %zu)\n",
+               eb_storage_name((eb_storage_kind)sk), S, (unsigned long long)m->param_bytes,
+               (unsigned long long)m->workspace_bytes, (unsigned long long)m->model_bytes,
+               (size_t)S * K * 4);
+        /* the attack's gradient: the decoded network's */
+        assert_int_equal(eb_predictor_input_grad(pr, x, y, n, S, 11, 0, dx_want, NULL, &err),
+                         EB_OK);
+        assert_int_equal(eb_device_input_grad(dev, x, y, n, S, 11, 0, dx_got, NULL, &err), EB_OK);
+        assert_memory_equal(dx_got, dx_want, n * 784 * sizeof *dx_got);
+        eb_predictor_free(pr);
+        assert_int_equal(eb_predictor_new(&pd, 4, S, &pr, &err), EB_OK);
+        assert_int_equal(eb_predictor_input_grad(pr, x, y, n, S, 11, 0, dx_want, NULL, &err),
+                         EB_OK);
+        assert_memory_equal(dx_got, dx_want, n * 784 * sizeof *dx_got);
+        eb_predictor_free(pr);
+        eb_posterior_release(&pq);
+        eb_posterior_release(&pd);
+        eb_bundle_close(b);
+        eb_device_close(dev);
+        free(x); free(want); free(got); free(dec); free(dx_want); free(dx_got);
+        remove(path);
+    }
 }
 
 /* ---- errors --------------------------------------------------------------- */
@@ -700,14 +792,14 @@ static void test_compare_with_oracle(void **state)
 
 /* ---- allocation failures -------------------------------------------------- */
 
-static void test_alloc_failures(void **state)
+/* Fails every allocation of open, load, predict (and input_grad) in turn:
+ * each reports EB_ERR_NOMEM with a message. Returns how many points
+ * failed. */
+static int alloc_failures(const char *path, int grad)
 {
-    char path[512];
-    float *x, probs[30];
+    float *x, probs[30], dx[784];
+    const uint8_t y[1] = {2};
     int failures = 0;
-    (void)state;
-    scratch_path(path, sizeof path, "alloc.ebb");
-    write_bundle(path, MLP_DROPOUT, EB_REPR_DROPOUT, 3, 10);
     x = random_inputs(1, 784, 3);
     for (long k = 1;; k++) {
         eb_device *dev = NULL;
@@ -720,6 +812,8 @@ static void test_alloc_failures(void **state)
             st = eb_device_load(dev, path, NULL, &err);
         if (st == EB_OK)
             st = eb_device_predict(dev, x, 1, 0, 1, 0, probs, &err);
+        if (st == EB_OK && grad)
+            st = eb_device_input_grad(dev, x, y, 1, 0, 1, 0, dx, NULL, &err);
         used = eb_alloc_count() - before;
         eb_alloc_fail_at(0);
         eb_device_close(dev);
@@ -731,9 +825,27 @@ static void test_alloc_failures(void **state)
         assert_true(err.msg[0] != '\0');
         failures++;
     }
+    free(x);
+    return failures;
+}
+
+static void test_alloc_failures(void **state)
+{
+    char path[512];
+    int failures;
+    (void)state;
+    scratch_path(path, sizeof path, "alloc.ebb");
+    write_bundle(path, MLP_DROPOUT, EB_REPR_DROPOUT, 3, 10);
+    failures = alloc_failures(path, 0);
     printf("%d allocation points failed cleanly\n", failures);
     assert_true(failures >= 4);
-    free(x);
+    /* a quantized bundle: the shared workspace, every member's weights,
+     * and the input gradient's f32 side allocated on demand */
+    write_bundle_as(path, MLP, EB_REPR_SAMPLES, 3, 10, EB_STORE_INT8);
+    failures = alloc_failures(path, 1);
+    printf("int8 samples with an input gradient: %d allocation points failed cleanly\n",
+           failures);
+    assert_true(failures >= 8);
     remove(path);
 }
 
@@ -747,6 +859,7 @@ int main(void)
         cmocka_unit_test(test_predict_dropout),
         cmocka_unit_test(test_input_grad),
         cmocka_unit_test(test_model_info),
+        cmocka_unit_test(test_quantized),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_state_errors),
         cmocka_unit_test(test_affinity_and_threads),

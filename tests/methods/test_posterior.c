@@ -6,7 +6,12 @@
  * posteriors. A gaussian posterior draws the same weights for a draw in
  * every batch, reduces to its mean when sigma is 0, and its draws have the
  * mean mu and the spread sigma. Posteriors decode every bundle storage
- * kind, a distilled one included. */
+ * kind, a distilled one included. Quantized posteriors
+ * (EB_POSTERIOR_QUANTIZED) keep int8 and f16 values in place, predict
+ * with the quantized kernels (the member probabilities of
+ * eb_qnet_forward_naive, within the quantization error of the decoded
+ * f32 posterior), take input gradients on the decoded weights and hold
+ * far less memory than a decoded copy. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +26,7 @@
 
 #include "common/eb_alloc.h"
 #include "methods/eb_methods.h"
+#include "methods/nn/nn_quant.h"
 
 /* A posterior over random parameters (no bundle needed). */
 static void make_posterior(eb_posterior *p, const char *arch, eb_repr_kind repr, uint32_t S,
@@ -358,6 +364,315 @@ static void test_from_bundle_storage(void **state)
     remove(path);
 }
 
+/* Writes a samples (or, S = 0, a distilled categorical student) bundle of
+ * random weights for arch text `arch` with storage sk (int8: the
+ * per-output-channel grouping of eb_quant_groups). */
+static void write_quantized(const char *path, const char *arch, uint32_t S, eb_storage_kind sk,
+                            uint64_t seed)
+{
+    eb_bundle_writer *w;
+    eb_arch a;
+    eb_error err;
+    eb_rng r;
+    uint64_t *groups = NULL;
+    size_t ng = 0;
+    const uint32_t rows = S ? S : 1;
+    float *theta;
+    assert_int_equal(eb_arch_parse(arch, &a, &err), EB_OK);
+    theta = malloc((size_t)rows * a.n_params * sizeof *theta);
+    eb_rng_seed(&r, seed, 0);
+    for (uint32_t s = 0; s < rows; s++)
+        eb_arch_init_params(&a, theta + (size_t)s * a.n_params, &r);
+    for (size_t i = 0; i < (size_t)rows * a.n_params; i++)
+        theta[i] += 0.05f * (float)eb_rng_normal(&r);
+    assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_arch(w, arch, &err), EB_OK);
+    if (S)
+        assert_int_equal(eb_bundle_writer_samples(w, S, a.n_params, theta, &err), EB_OK);
+    else
+        assert_int_equal(eb_bundle_writer_distilled(w, EB_HEAD_CATEGORICAL, 4, a.n_params, theta,
+                                                    &err),
+                         EB_OK);
+    if (sk == EB_STORE_INT8)
+        assert_int_equal(eb_quant_groups(&a, &groups, &ng, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_storage(w, sk, groups, ng, &err), EB_OK);
+    assert_int_equal(eb_bundle_write(w, path, &err), EB_OK);
+    eb_bundle_writer_free(w);
+    eb_free(groups);
+    free(theta);
+}
+
+/* The reference member probabilities (n, S, C) of a quantized bundle:
+ * per member an eb_qnet with that row's stored values copied in, run by
+ * eb_qnet_forward_naive, softmax (distilled categorical: S copies). */
+static void naive_member_probs(const eb_posterior *p, const float *x, size_t n, uint32_t S,
+                               float *probs)
+{
+    const eb_bundle_stored *sv = &p->stored;
+    const eb_qnet_storage qs = sv->kind == EB_STORE_INT8 ? EB_QNET_INT8 : EB_QNET_F16;
+    const size_t C = (size_t)p->arch.n_classes, elem = qs == EB_QNET_INT8 ? 1 : 2;
+    float *z = malloc(n * C * sizeof *z), *pz = malloc(n * C * sizeof *pz);
+    for (uint32_t s = 0; s < S; s++) {
+        const uint32_t row = p->repr == EB_REPR_SAMPLES ? s : 0;
+        eb_qnet *q;
+        eb_error err;
+        assert_int_equal(eb_qnet_new(&p->arch, qs, (int)n, &q, &err), EB_OK);
+        assert_int_equal(
+            eb_qnet_set_weights(q, (const char *)sv->values + (size_t)row * p->k * elem,
+                                qs == EB_QNET_INT8 ? sv->scales + row * sv->n_groups : NULL,
+                                qs == EB_QNET_INT8 ? sv->groups : NULL,
+                                qs == EB_QNET_INT8 ? (size_t)sv->n_groups : 0, &err),
+            EB_OK);
+        assert_int_equal(eb_qnet_forward_naive(q, x, n, z, &err), EB_OK);
+        eb_softmax(pz, z, (int)n, (int)C);
+        for (size_t i = 0; i < n; i++)
+            memcpy(probs + (i * S + s) * C, pz + i * C, C * sizeof *pz);
+        eb_qnet_free(q);
+    }
+    free(z);
+    free(pz);
+}
+
+static void check_quantized(const char *arch, uint32_t S, eb_storage_kind sk)
+{
+    char path[512];
+    eb_bundle *b;
+    eb_posterior pq, pd;
+    eb_predictor *prq, *prd;
+    eb_bundle_stored sv;
+    eb_error err;
+    const size_t n = 7;
+    const uint32_t D = S ? S : 3; /* draws predicted */
+    uint8_t y[7] = {0, 1, 2, 0, 1, 2, 0};
+    size_t in, C, K;
+    float *x, *got, *want, *dec, *dxq, *dxd, *pbq, *pbd;
+    double worst_ref = 0.0, worst_spread = 0.0, worst_rel = 0.0;
+    size_t argmax_same = 0, bytes_q, bytes_d;
+    eb_rng r;
+
+    snprintf(path, sizeof path, "%s/posterior_q_%d.ebb", EB_TEST_BINARY_DIR, (int)getpid());
+    write_quantized(path, arch, S, sk, 31 + S);
+    assert_int_equal(eb_bundle_open(path, 0, &b, &err), EB_OK);
+    assert_int_equal(eb_posterior_from_bundle_flags(b, EB_POSTERIOR_QUANTIZED, &pq, &err), EB_OK);
+    assert_int_equal(eb_posterior_from_bundle(b, &pd, &err), EB_OK);
+    /* kept as stored, in place: nothing decoded */
+    assert_true(eb_posterior_quantized(&pq));
+    assert_false(eb_posterior_quantized(&pd));
+    assert_null(pq.params);
+    assert_null(pq.owned);
+    eb_bundle_stored_view(b, EB_TENSOR_PARAMS, &sv);
+    assert_ptr_equal(pq.stored.values, sv.values);
+    assert_int_equal(pq.stored.kind, sk);
+    in = pq.arch.in_size;
+    C = eb_posterior_classes(&pq);
+    K = pq.k;
+    x = malloc(n * in * sizeof *x);
+    got = malloc(n * D * C * sizeof *got);
+    want = malloc(n * D * C * sizeof *want);
+    dec = malloc(n * D * C * sizeof *dec);
+    dxq = malloc(n * in * sizeof *dxq);
+    dxd = malloc(n * in * sizeof *dxd);
+    pbq = malloc(n * C * sizeof *pbq);
+    pbd = malloc(n * C * sizeof *pbd);
+    eb_rng_seed(&r, 4, 0);
+    for (size_t i = 0; i < n * in; i++)
+        x[i] = eb_rng_uniformf(&r);
+
+    /* batch 3 < n: the predictor splits */
+    assert_int_equal(eb_predictor_new(&pq, 3, D, &prq, &err), EB_OK);
+    assert_int_equal(eb_predictor_new(&pd, 3, D, &prd, &err), EB_OK);
+    bytes_q = eb_predictor_bytes(prq);
+    bytes_d = eb_predictor_bytes(prd);
+    assert_int_equal(eb_predictor_run(prq, x, n, D, 5, 0, got, &err), EB_OK);
+    assert_int_equal(eb_predictor_run(prd, x, n, D, 5, 0, dec, &err), EB_OK);
+    naive_member_probs(&pq, x, n, D, want);
+    for (size_t k = 0; k < n * D * C; k++) {
+        const double e = fabs((double)got[k] - want[k]);
+        worst_ref = e > worst_ref ? e : worst_ref;
+    }
+    /* against the decoded f32 posterior: log p_q - log p_f32 over the
+     * classes of one member is the logit error up to a shift; its spread
+     * (max - min) is at most twice the max-norm logit error. It is taken
+     * relative to the spread of the f32 logits themselves (log p_f32). */
+    for (size_t i = 0; i < n * D; i++) {
+        double lo = 1e300, hi = -1e300, zlo = 1e300, zhi = -1e300;
+        size_t aq = 0, ad = 0;
+        for (size_t c = 0; c < C; c++) {
+            const double d = log(got[i * C + c]) - log(dec[i * C + c]);
+            const double zd = log(dec[i * C + c]);
+            lo = d < lo ? d : lo;
+            hi = d > hi ? d : hi;
+            zlo = zd < zlo ? zd : zlo;
+            zhi = zd > zhi ? zd : zhi;
+            aq = got[i * C + c] > got[i * C + aq] ? c : aq;
+            ad = dec[i * C + c] > dec[i * C + ad] ? c : ad;
+        }
+        worst_spread = hi - lo > worst_spread ? hi - lo : worst_spread;
+        if ((hi - lo) / (zhi - zlo + 1e-3) > worst_rel)
+            worst_rel = (hi - lo) / (zhi - zlo + 1e-3);
+        argmax_same += aq == ad;
+    }
+    printf("%.30s... (K = %zu) %s %s S=%u: vs naive qnet max |dp| %.3g; vs decoded f32 logit "
+           "error spread %.3g (%.3g of the logits' spread), argmax agrees %zu/%zu; predictor "
+           "bytes %zu quantized, %zu + %zu decoded\n",
+           arch, K, S ? "samples" : "distilled", eb_storage_name(sk), D, worst_ref,
+           worst_spread, worst_rel, argmax_same, n * D, bytes_q, bytes_d,
+           (size_t)(S ? S : 1) * K * 4);
+    if (sk == EB_STORE_INT8) {
+        assert_true(worst_ref == 0.0); /* the same integers and float expressions */
+        /* activations are quantized: not the f32 network's numbers... */
+        assert_memory_not_equal(got, dec, n * D * C * sizeof *got);
+        /* ...but near them: int8 rounds each activation and weight by at
+         * most 1/254 of its row's largest value, and through these two or
+         * three weighted layers the logit error stays well under 10% of
+         * the logits' own spread (seen: 1-4%). The rigorous bound on the
+         * logits is test_quant.c's; here a wrong scale, channel or member
+         * would be off by the order of the logits themselves. */
+        assert_true(worst_rel < 0.1);
+    } else {
+        assert_true(worst_ref < 1e-6);
+        assert_true(worst_rel < 1e-4); /* f16 weights, f32 arithmetic */
+    }
+    assert_true(argmax_same * 10 >= n * D * 9);
+
+    /* input gradient: the f32 gradient of the decoded weights, bit for bit */
+    assert_int_equal(eb_predictor_input_grad(prq, x, y, n, D, 5, 0, dxq, pbq, &err), EB_OK);
+    assert_int_equal(eb_predictor_input_grad(prd, x, y, n, D, 5, 0, dxd, pbd, &err), EB_OK);
+    assert_memory_equal(dxq, dxd, n * in * sizeof *dxq);
+    assert_memory_equal(pbq, pbd, n * C * sizeof *pbq);
+    {
+        double norm = 0.0;
+        for (size_t k = 0; k < n * in; k++)
+            norm += fabs(dxq[k]);
+        assert_true(norm > 0.0);
+    }
+    /* the gradient's f32 side is allocated on demand and counted */
+    assert_true(eb_predictor_bytes(prq) >= bytes_q + K * sizeof(float));
+    /* prediction still runs the quantized kernels afterwards */
+    assert_int_equal(eb_predictor_run(prq, x, n, D, 5, 0, dec, &err), EB_OK);
+    assert_memory_equal(dec, got, n * D * C * sizeof *got);
+
+    eb_predictor_free(prq);
+    eb_predictor_free(prd);
+    eb_posterior_release(&pq);
+    assert_false(eb_posterior_quantized(&pq));
+    eb_posterior_release(&pd);
+    eb_bundle_close(b);
+    free(x); free(got); free(want); free(dec); free(dxq); free(dxd); free(pbq); free(pbd);
+    remove(path);
+}
+
+static void test_quantized_samples(void **state)
+{
+    char mlp[4096];
+    eb_arch a;
+    (void)state;
+    assert_int_equal(eb_arch_named("mlp", &a, NULL), EB_OK);
+    assert_int_equal(eb_arch_format(&a, mlp, sizeof mlp, NULL), EB_OK);
+    for (int sk = EB_STORE_F16; sk <= EB_STORE_INT8; sk++) {
+        check_quantized("input 6x6x2; conv2d 3; relu; maxpool; flatten; dense 5; relu; dense 3",
+                        3, (eb_storage_kind)sk);
+        check_quantized("input 28x28x1; flatten; dense 16; relu; dense 10", 4,
+                        (eb_storage_kind)sk);
+        check_quantized(mlp, 3, (eb_storage_kind)sk); /* the `mlp` architecture */
+    }
+}
+
+static void test_quantized_distilled(void **state)
+{
+    (void)state;
+    check_quantized("input 28x28x1; flatten; dense 16; relu; dense 10", 0, EB_STORE_INT8);
+    check_quantized("input 6x6x2; conv2d 3; relu; maxpool; flatten; dense 3", 0, EB_STORE_F16);
+}
+
+/* The memory of a quantized predictor on the `mlp` architecture: the
+ * stored int8 values are used in place, so the predictor holds its
+ * workspace and a few floats per member, far below one f32 copy of the
+ * members. */
+static void test_quantized_memory(void **state)
+{
+    char path[512], text[4096];
+    eb_arch a;
+    eb_bundle *b;
+    eb_posterior pq;
+    eb_predictor *pr;
+    eb_error err;
+    const uint32_t S = 5;
+    size_t bytes, dense;
+    (void)state;
+    assert_int_equal(eb_arch_named("mlp", &a, &err), EB_OK);
+    assert_int_equal(eb_arch_format(&a, text, sizeof text, &err), EB_OK);
+    snprintf(path, sizeof path, "%s/posterior_m_%d.ebb", EB_TEST_BINARY_DIR, (int)getpid());
+    write_quantized(path, text, S, EB_STORE_INT8, 77);
+    assert_int_equal(eb_bundle_open(path, 0, &b, &err), EB_OK);
+    assert_int_equal(eb_posterior_from_bundle_flags(b, EB_POSTERIOR_QUANTIZED, &pq, &err), EB_OK);
+    assert_true(eb_posterior_quantized(&pq));
+    assert_int_equal(eb_predictor_new(&pq, 1, 0, &pr, &err), EB_OK);
+    bytes = eb_predictor_bytes(pr);
+    dense = (size_t)S * pq.k * sizeof(float);
+    printf("mlp int8 S=%u, batch 1: predictor %zu bytes; the decoded copy alone would be %zu "
+           "(K = %zu); the stored int8 values %zu\n",
+           S, bytes, dense, pq.k, (size_t)S * pq.k);
+    assert_true(bytes * 20 < dense);
+    eb_predictor_free(pr);
+    eb_posterior_release(&pq);
+    eb_bundle_close(b);
+    remove(path);
+}
+
+/* EB_POSTERIOR_QUANTIZED decodes what the quantized kernels cannot run:
+ * an int8 grouping that splits an output channel, dropout and gaussian
+ * posteriors, f32 and sparse storage; unknown flags are refused. */
+static void test_quantized_fallback(void **state)
+{
+    const float theta[9] = {0.1f, -0.2f, 0.3f, 0.4f, -0.5f, 0.6f, 0.05f, 0.0f, -0.05f};
+    const float sigma[9] = {0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f};
+    const uint64_t split[3] = {0, 3, 9}; /* channel 1's weights are [2, 4) */
+    const uint64_t chan[5] = {0, 2, 4, 6, 9};
+    char path[512];
+    eb_error err;
+    (void)state;
+    snprintf(path, sizeof path, "%s/posterior_f_%d.ebb", EB_TEST_BINARY_DIR, (int)getpid());
+    for (int c = 0; c < 6; c++) {
+        eb_bundle_writer *w;
+        eb_bundle *b;
+        eb_posterior p;
+        eb_repr_kind repr = c == 2 ? EB_REPR_DROPOUT : c == 3 ? EB_REPR_GAUSSIAN
+                                                              : EB_REPR_SAMPLES;
+        eb_storage_kind sk = c == 4 ? EB_STORE_CSR : c == 5 ? EB_STORE_F32 : EB_STORE_INT8;
+        const uint64_t *groups = c == 0 ? split : chan;
+        assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+        assert_int_equal(eb_bundle_writer_arch(w, repr == EB_REPR_DROPOUT
+                                                      ? "input 1x1x2; dropout 0.5; dense 3"
+                                                      : "input 1x1x2; dense 3",
+                                               &err),
+                         EB_OK);
+        if (repr == EB_REPR_GAUSSIAN)
+            assert_int_equal(eb_bundle_writer_gaussian(w, 2, 9, theta, sigma, &err), EB_OK);
+        else if (repr == EB_REPR_DROPOUT)
+            assert_int_equal(eb_bundle_writer_dropout(w, 2, 9, theta, &err), EB_OK);
+        else
+            assert_int_equal(eb_bundle_writer_samples(w, 1, 9, theta, &err), EB_OK);
+        assert_int_equal(eb_bundle_writer_storage(w, sk, sk == EB_STORE_INT8 ? groups : NULL,
+                                                  sk == EB_STORE_INT8 ? (c == 0 ? 2 : 4) : 0,
+                                                  &err),
+                         EB_OK);
+        assert_int_equal(eb_bundle_write(w, path, &err), EB_OK);
+        eb_bundle_writer_free(w);
+        assert_int_equal(eb_bundle_open(path, 0, &b, &err), EB_OK);
+        assert_int_equal(eb_posterior_from_bundle_flags(b, EB_POSTERIOR_QUANTIZED, &p, &err),
+                         EB_OK);
+        /* c == 1: the control, kept quantized */
+        assert_int_equal(eb_posterior_quantized(&p), c == 1);
+        assert_true(c == 1 ? p.params == NULL : p.params != NULL);
+        eb_posterior_release(&p);
+        assert_int_equal(eb_posterior_from_bundle_flags(b, 2, &p, &err), EB_ERR_ARG);
+        assert_non_null(strstr(err.msg, "unknown"));
+        eb_bundle_close(b);
+    }
+    remove(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -368,6 +683,10 @@ int main(void)
         cmocka_unit_test(test_gaussian_weight_moments),
         cmocka_unit_test(test_pieces_equal_whole),
         cmocka_unit_test(test_from_bundle_storage),
+        cmocka_unit_test(test_quantized_samples),
+        cmocka_unit_test(test_quantized_distilled),
+        cmocka_unit_test(test_quantized_memory),
+        cmocka_unit_test(test_quantized_fallback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -924,6 +924,173 @@ static void expect_error(eb_status got, eb_status want, const eb_error *err, con
     assert_non_null(strstr(eb_error_message(err), needle));
 }
 
+/* eb_qweights over borrowed values, run through one shared workspace
+ * (eb_qnet_new_workspace + eb_qnet_forward_w), give the logits of the
+ * copying network (eb_qnet_set_weights + eb_qnet_forward) bit for bit, in
+ * the fast and the naive pass, for two members alternating on one
+ * workspace; the values are read in place (changing them changes the
+ * logits) and the weights own only the biases and channel scales. */
+static void test_qweights_shared(void **state)
+{
+    static const char *names[] = {"mlp", "cnn"};
+    (void)state;
+    for (size_t c = 0; c < 2; c++) {
+        model m[2];
+        eb_error err = {0};
+        const int n = 5;
+        size_t nl;
+        float *x, *want, *got;
+        eb_rng r;
+        model_init(&m[0], names[c], 500 + c);
+        model_init(&m[1], names[c], 600 + c);
+        nl = (size_t)n * m[0].arch.n_classes;
+        x = xmalloc((size_t)n * m[0].arch.in_size * sizeof *x);
+        want = xmalloc(nl * sizeof *want);
+        got = xmalloc(nl * sizeof *got);
+        eb_rng_seed(&r, 700 + c, 0);
+        for (size_t k = 0; k < (size_t)n * m[0].arch.in_size; k++)
+            x[k] = eb_rng_uniformf(&r);
+        for (int st = EB_QNET_F32; st <= EB_QNET_INT8; st++) {
+            eb_qnet *ws, *copy[2];
+            eb_qweights *w[2];
+            for (int j = 0; j < 2; j++) {
+                const void *v = st == EB_QNET_F32 ? (const void *)m[j].theta
+                                : st == EB_QNET_F16 ? (const void *)m[j].h
+                                                    : (const void *)m[j].q;
+                copy[j] = make_qnet(&m[j], (eb_qnet_storage)st, n);
+                assert_int_equal(eb_qweights_new(&m[j].arch, (eb_qnet_storage)st, v,
+                                                 st == EB_QNET_INT8 ? m[j].scales : NULL,
+                                                 st == EB_QNET_INT8 ? m[j].groups : NULL,
+                                                 st == EB_QNET_INT8 ? m[j].n_groups : 0, &w[j],
+                                                 &err),
+                                 EB_OK);
+            }
+            assert_int_equal(eb_qnet_new_workspace(&m[0].arch, (eb_qnet_storage)st, n, &ws, &err),
+                             EB_OK);
+            assert_int_equal(eb_qnet_weight_bytes(ws), 0);
+            assert_int_equal(eb_qnet_bytes(ws),
+                             eb_qnet_bytes(copy[0]) - eb_qnet_weight_bytes(copy[0]));
+            /* the biases (and int8 channel scales) and a 64-byte-rounded handle only */
+            assert_true(eb_qweights_bytes(w[0]) <
+                        eb_qnet_weight_bytes(copy[0]) -
+                            m[0].arch.n_params * (st == EB_QNET_F32 ? 4 : st == EB_QNET_F16 ? 2 : 1) +
+                            2048);
+            for (int rep = 0; rep < 2; rep++)
+                for (int j = 0; j < 2; j++) {
+                    assert_int_equal(eb_qnet_forward(copy[j], x, (size_t)n, want, &err), EB_OK);
+                    assert_int_equal(eb_qnet_forward_w(ws, w[j], x, (size_t)n, got, &err), EB_OK);
+                    assert_memory_equal(got, want, nl * sizeof *got);
+                    /* the copying network runs borrowed weights too */
+                    assert_int_equal(eb_qnet_forward_w(copy[1 - j], w[j], x, (size_t)n, got, &err),
+                                     EB_OK);
+                    assert_memory_equal(got, want, nl * sizeof *got);
+                    assert_int_equal(eb_qnet_forward_naive(copy[j], x, (size_t)n, want, &err),
+                                     EB_OK);
+                    assert_int_equal(eb_qnet_forward_w_naive(ws, w[j], x, (size_t)n, got, &err),
+                                     EB_OK);
+                    assert_memory_equal(got, want, nl * sizeof *got);
+                }
+            /* in place: the values are read where they lie, not copied */
+            assert_int_equal(eb_qnet_forward_w(ws, w[0], x, (size_t)n, want, &err), EB_OK);
+            {
+                /* row 0 of the logits layer's W, changed in the caller's array */
+                const eb_layer *L = &m[0].arch.layers[m[0].arch.n_layers - 1];
+                const size_t at = L->param_offset, len = L->n_weights / (size_t)L->units;
+                for (size_t k = at; k < at + len; k++) {
+                    if (st == EB_QNET_F32)
+                        m[0].theta[k] += 1.0f;
+                    else if (st == EB_QNET_F16)
+                        m[0].h[k] = eb_f32_to_f16(eb_f16_to_f32(m[0].h[k]) + 1.0f);
+                    else
+                        m[0].q[k] = (int8_t)(m[0].q[k] > 0 ? m[0].q[k] - 100 : m[0].q[k] + 100);
+                }
+                assert_int_equal(eb_qnet_forward_w(ws, w[0], x, (size_t)n, got, &err), EB_OK);
+                assert_memory_not_equal(got, want, nl * sizeof *got);
+                for (size_t k = at; k < at + len && st == EB_QNET_F32; k++)
+                    m[0].theta[k] -= 1.0f; /* near enough for the checks that follow */
+            }
+            printf("%s %s: forward_w on a shared workspace == copying network, bit for bit; "
+                   "workspace %zu bytes, weights own %zu bytes (copy: %zu)\n",
+                   names[c], st == EB_QNET_F32 ? "f32" : st == EB_QNET_F16 ? "f16" : "int8",
+                   eb_qnet_bytes(ws), eb_qweights_bytes(w[0]), eb_qnet_weight_bytes(copy[0]));
+            /* restore the borrowed values for the next storage */
+            if (st == EB_QNET_F16)
+                eb_f32_to_f16_n(m[0].h, m[0].theta, m[0].arch.n_params);
+            if (st == EB_QNET_INT8)
+                eb_quant_int8_groups(m[0].q, m[0].scales, m[0].theta, m[0].groups,
+                                     m[0].n_groups);
+            for (int j = 0; j < 2; j++) {
+                eb_qweights_free(w[j]);
+                eb_qnet_free(copy[j]);
+            }
+            eb_qnet_free(ws);
+        }
+        free(x); free(want); free(got);
+        model_free(&m[0]);
+        model_free(&m[1]);
+    }
+}
+
+static void test_qweights_errors(void **state)
+{
+    model m;
+    eb_error err = {0};
+    eb_qnet *ws, *q16;
+    eb_qweights *w;
+    float x[2 * 784] = {0}, y[2 * 10];
+    uint64_t saved;
+    eb_arch wide;
+    (void)state;
+    model_init(&m, "mlp-small", 800);
+    assert_int_equal(eb_qnet_supports(&m.arch, EB_QNET_INT8, m.groups, m.n_groups, &err), EB_OK);
+    assert_int_equal(eb_qnet_supports(&m.arch, EB_QNET_F16, NULL, 0, &err), EB_OK);
+    expect_error(eb_qnet_supports(&m.arch, EB_QNET_F16, m.groups, m.n_groups, &err), EB_ERR_ARG,
+                 &err, "no scales or groups");
+    saved = m.groups[3];
+    m.groups[3] += 5;
+    expect_error(eb_qnet_supports(&m.arch, EB_QNET_INT8, m.groups, m.n_groups, &err), EB_ERR_ARG,
+                 &err, "output channel 3 of layer");
+    expect_error(eb_qweights_new(&m.arch, EB_QNET_INT8, m.q, m.scales, m.groups, m.n_groups, &w,
+                                 &err),
+                 EB_ERR_ARG, &err, "output channel 3 of layer");
+    assert_null(w);
+    m.groups[3] = saved;
+    expect_error(eb_qweights_new(&m.arch, EB_QNET_INT8, m.q, NULL, m.groups, m.n_groups, &w, &err),
+                 EB_ERR_ARG, &err, "need scales");
+    expect_error(eb_qweights_new(&m.arch, EB_QNET_INT8, NULL, m.scales, m.groups, m.n_groups, &w,
+                                 &err),
+                 EB_ERR_ARG, &err, "no weight values");
+    m.theta[9] = NAN;
+    expect_error(eb_qweights_new(&m.arch, EB_QNET_F32, m.theta, NULL, NULL, 0, &w, &err),
+                 EB_ERR_ARG, &err, "weight 9");
+    eb_alloc_fail_at(1);
+    expect_error(eb_qweights_new(&m.arch, EB_QNET_F16, m.h, NULL, NULL, 0, &w, &err),
+                 EB_ERR_NOMEM, &err, "out of memory");
+    eb_alloc_fail_at(0);
+    assert_int_equal(eb_arch_parse("input 400x400x1; flatten; dense 2", &wide, &err), EB_OK);
+    expect_error(eb_qnet_supports(&wide, EB_QNET_INT8, NULL, 0, &err), EB_ERR_UNSUPPORTED, &err,
+                 "at most 133144");
+    expect_error(eb_qnet_new_workspace(&wide, EB_QNET_INT8, 1, &ws, &err), EB_ERR_UNSUPPORTED,
+                 &err, "at most 133144");
+
+    /* a workspace has no weights of its own */
+    assert_int_equal(eb_qnet_new_workspace(&m.arch, EB_QNET_INT8, 2, &ws, &err), EB_OK);
+    expect_error(eb_qnet_set_weights(ws, m.q, m.scales, m.groups, m.n_groups, &err), EB_ERR_ARG,
+                 &err, "workspace only");
+    expect_error(eb_qnet_forward(ws, x, 1, y, &err), EB_ERR_ARG, &err, "no weights");
+    /* weights of another storage, or a batch too large */
+    assert_int_equal(eb_qweights_new(&m.arch, EB_QNET_F16, m.h, NULL, NULL, 0, &w, &err), EB_OK);
+    expect_error(eb_qnet_forward_w(ws, w, x, 1, y, &err), EB_ERR_ARG, &err, "do not fit");
+    expect_error(eb_qnet_forward_w_naive(ws, w, x, 1, y, &err), EB_ERR_ARG, &err, "do not fit");
+    assert_int_equal(eb_qnet_new_workspace(&m.arch, EB_QNET_F16, 2, &q16, &err), EB_OK);
+    expect_error(eb_qnet_forward_w(q16, w, x, 3, y, &err), EB_ERR_ARG, &err, "outside 1..2");
+    assert_int_equal(eb_qnet_forward_w(q16, w, x, 2, y, &err), EB_OK);
+    eb_qweights_free(w);
+    eb_qnet_free(q16);
+    eb_qnet_free(ws);
+    model_free(&m);
+}
+
 static void test_qnet_errors(void **state)
 {
     model m;
@@ -1005,6 +1172,8 @@ int main(void)
         cmocka_unit_test(test_qnet_forward),
         cmocka_unit_test(test_qnet_coarse_groups),
         cmocka_unit_test(test_qnet_errors),
+        cmocka_unit_test(test_qweights_shared),
+        cmocka_unit_test(test_qweights_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
