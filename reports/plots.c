@@ -1278,9 +1278,11 @@ out:
  * of one pruning recipe at several sparsities form one line. */
 static void sparsity_series(const rp_job *j, char *out, size_t cap)
 {
-    size_t used = (size_t)snprintf(out, cap, "%s", j->chain[0] ? "" : j->method);
-    const char *c = j->chain;
-    while (*c && used + 1 < cap) {
+    size_t used = 0;
+    /* pruned outside a chain (edgebayes eval of a pruned file): its label */
+    const int from_name = !j->chain[0];
+    const char *c = from_name ? j->name : j->chain;
+    while (*c && (!from_name || *c != '/') && used + 1 < cap) {
         if (*c == ':') {
             const char *e = c + 1;
             char *end;
@@ -1360,14 +1362,14 @@ static eb_status plot_sparsity(rp_plot *p, const rp_table *t, const char *dir, e
              " at the unpruned posterior of the same method, architecture and seed (sparsity"
              " 0) when the run has it.");
     layout_for(N_SPARSITY_METRICS, &rows, &cols);
-    p->width = cols * 600;
-    p->height = rows * 440 + 40;
+    p->width = cols * 560;
+    p->height = rows * (440 + 14 * (int)(n_series < 12 ? n_series : 12)) + 40;
     if ((s = files_open(&f, dir, p->name, err)) != EB_OK)
         goto out;
     gp_begin(f.gp.fp, p);
     fprintf(f.gp.fp, "    set multiplot layout %d,%d title ", rows, cols);
     rp_gp_string(f.gp.fp, p->title);
-    fputs("\n    set key outside right top font ',8'\n    set xlabel 'sparsity'\n", f.gp.fp);
+    fputs("\n    set key below font ',8'\n    set xlabel 'sparsity'\n", f.gp.fp);
     for (size_t m = 0; m < N_SPARSITY_METRICS; m++) {
         const size_t mc = sparsity_metrics[m];
         char ylabel[128];
@@ -1395,13 +1397,17 @@ static eb_status plot_sparsity(rp_plot *p, const rp_table *t, const char *dir, e
                         continue;
                     snprintf(own, sizeof own, "%s", names[si]);
                     {
+                        /* the chain starts with the base method's label, which is
+                         * the first part of the unpruned job's name */
                         char *arrow = strstr(own, " -> "), *paren = strstr(own, " (");
                         size_t mlen = arrow ? (size_t)(arrow - own) : paren ? (size_t)(paren - own)
                                                                           : strlen(own);
+                        const char *slash = strchr(j->name, '/');
+                        size_t llen = slash ? (size_t)(slash - j->name) : strlen(j->name);
                         char tail[96];
                         snprintf(tail, sizeof tail, " (%s, s%lld)", j->arch, (long long)j->seed);
-                        if (strlen(j->method) != mlen || strncmp(own, j->method, mlen) ||
-                            !paren || strcmp(paren, tail))
+                        if (llen != mlen || strncmp(own, j->name, mlen) || !paren ||
+                            strcmp(paren, tail))
                             continue;
                     }
                     dense_anchor = 1;
