@@ -1380,7 +1380,19 @@ static eb_status plot_sparsity(rp_plot *p, const rp_table *t, const char *dir, e
         rp_gp_string(f.gp.fp, rp_columns[mc].heading);
         fputs("\n    set ylabel ", f.gp.fp);
         rp_gp_string(f.gp.fp, ylabel);
-        fputs("\n    plot ", f.gp.fp);
+        fputc('\n', f.gp.fp);
+        {
+            int any = 0;
+            for (size_t r = 0; r < d->n_rows; r++)
+                any |= series_of[r] != SIZE_MAX && rp_table_value(t, mc, d->rows[r])->has;
+            if (!any) { /* no pruned job has this metric */
+                fputs("    set label 1 'no data' at graph 0.5,0.5 center\n"
+                      "    set yrange [0:1]\n    plot NaN notitle\n    unset label 1\n",
+                      f.gp.fp);
+                continue;
+            }
+        }
+        fputs("    plot ", f.gp.fp);
         for (size_t si = 0; si < n_series; si++) {
             size_t np = 0;
             for (size_t r = 0; r < d->n_rows; r++) {
@@ -1436,8 +1448,6 @@ static eb_status plot_sparsity(rp_plot *p, const rp_table *t, const char *dir, e
             first = 0;
             k++;
         }
-        if (first) /* no series has this metric */
-            fputs("NaN notitle", f.gp.fp);
         fputc('\n', f.gp.fp);
     }
     gp_end(f.gp.fp, 1);

@@ -1086,6 +1086,52 @@ static void test_sparse_database(void **state)
     unlink(db_path);
 }
 
+/* The sparsity plot: one line per pruning recipe (the chain without its
+ * numeric values), points in sparsity order, each line starting at the
+ * unpruned job of the same method label; unpruned chains are not drawn. */
+static void test_sparsity_plot(void **state)
+{
+    char db_path[4096], out[4096], path[4200], *dat;
+    const char *ft, *os, *p0, *p5, *p9;
+    sqlite3 *db;
+    (void)state;
+    scratch(db_path, sizeof db_path, "sparsity.db");
+    scratch(out, sizeof out, "sparsity");
+    rm_rf(out);
+    db = schema_db(db_path);
+    run_row(db, 1, "2024-05-01T02:00:00Z", "2024-05-01T03:00:00Z");
+    job_row(db, 1, 1, "k1", "map/mlp/s1", "map", "", 1, 0, "done", NULL);
+    job_row(db, 2, 1, "k2", "ft90/mlp/s1", "map", "map -> ft:0.9", 1, 0, "done", NULL);
+    job_row(db, 3, 1, "k3", "ft50/mlp/s1", "map", "map -> ft:0.5", 1, 0, "done", NULL);
+    job_row(db, 4, 1, "k4", "os90/mlp/s1", "map", "map -> os:0.9", 1, 0, "done", NULL);
+    job_row(db, 5, 1, "k5", "int8/mlp/s1", "map", "map -> quantize:int8", 1, 0, "done", NULL);
+    for (int j = 1; j <= 5; j++) {
+        static const double sp[] = {0, 0.9, 0.5, 0.9, 0}, acc[] = {0.90, 0.89, 0.905, 0.3, 0.9};
+        metric(db, j, "compression", "sparsity", "", sp[j - 1], NAN, NAN, 1, "");
+        metric(db, j, "quality", "accuracy", "", acc[j - 1], NAN, NAN, 1, "");
+    }
+    sqlite3_close(db);
+    write_report(db_path, out, NULL);
+    snprintf(path, sizeof path, "%s/plots/sparsity.dat", out);
+    dat = slurp(path, NULL);
+    ft = strstr(dat, "# index 0: Accuracy against sparsity, map -> ft (mlp, s1)\n");
+    os = strstr(dat, "# index 1: Accuracy against sparsity, map -> os (mlp, s1)\n");
+    assert_non_null(ft);
+    assert_non_null(os);
+    p0 = strstr(ft, "\n0 0.9 ");
+    p5 = strstr(ft, "\n0.5 0.905 ");
+    p9 = strstr(ft, "\n0.9 0.89 ");
+    assert_true(p0 && p5 && p9 && p0 < p5 && p5 < p9 && p9 < os);
+    assert_non_null(strstr(os, "\n0 0.9 "));
+    assert_non_null(strstr(os, "\n0.9 0.3 "));
+    assert_null(strstr(dat, "quantize"));
+    eb_free(dat);
+    snprintf(path, sizeof path, "%s/plots/sparsity.png", out);
+    assert_true(eb_file_exists(path));
+    rm_rf(out);
+    unlink(db_path);
+}
+
 static void expect_failure(const char *db, const char *out, const eb_report_options *opt,
                            eb_status code, const char *needle)
 {
@@ -1218,6 +1264,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pareto_front),
+        cmocka_unit_test(test_sparsity_plot),
         cmocka_unit_test(test_mean_curve),
         cmocka_unit_test(test_mark_best),
         cmocka_unit_test(test_escapes),
