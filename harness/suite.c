@@ -114,6 +114,7 @@ static const char quick_suite[] =
     "[transform student]\n"
     "transform = distill\n"
     "epochs = 3\n"
+    "anneal_epochs = 2\n"
     "augment = noise\n"
     "\n"
     "[chains]\n"

@@ -624,7 +624,7 @@ static void test_transform_kinds(void **state)
     const eb_head_kind heads[3] = {EB_HEAD_CATEGORICAL, EB_HEAD_GPED, EB_HEAD_DIRICHLET};
     make_fixture(&f);
     for (int k = 0; k < 3; k++) {
-        const char *sets[] = {kinds[k], "epochs=1", NULL};
+        const char *sets[] = {kinds[k], "epochs=1", "anneal_epochs=0", NULL};
         const char *long_sets[] = {kinds[k], "epochs=60", "lr=0.003", "anneal_epochs=20", NULL};
         eb_trained t1, t2;
         eb_error err;
@@ -745,6 +745,13 @@ static void test_transform_refuses(void **state)
     assert_int_equal(distill(&f, none, 1, &t, &err), EB_ERR_ARG);
     printf("refused: %s\n", err.msg);
     f.data.h = f.data.w = 28;
+    /* an end2 student still annealing at its last epoch */
+    {
+        const char *annealing[] = {"kind=end2", "epochs=3", "anneal_epochs=3", NULL};
+        assert_int_equal(distill(&f, annealing, 1, &t, &err), EB_ERR_ARG);
+        assert_non_null(strstr(err.msg, "anneal_epochs (3) must be below epochs (3)"));
+        assert_null(t.params);
+    }
     /* settings are validated on the way in */
     assert_int_equal(eb_settings_init(&s, eb_transform_distill.settings, NULL), EB_OK);
     assert_int_equal(eb_settings_set(&s, "kind", "kd", &err), EB_ERR_ARG);
