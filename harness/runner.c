@@ -1012,6 +1012,48 @@ typedef struct bundle_ref {
     double transform_seconds; /* a chain's steps together; NAN if unknown, 0 for none */
 } bundle_ref;
 
+/* The cache's file names for a bundle hash: the bundle and, beside it, its
+ * sidecar with the seconds it took to build (kept out of the bundle so its
+ * bytes do not depend on timing). */
+static eb_status cache_paths(const char *cache, const char *hash, char *path, size_t plen,
+                             char *side, size_t slen, eb_error *err)
+{
+    if (snprintf(path, plen, "%s/%s.ebb", cache, hash) >= (int)plen ||
+        snprintf(side, slen, "%s/%s.train", cache, hash) >= (int)slen)
+        return eb_error_set(err, EB_ERR_ARG, "cache directory '%s' is too long", cache);
+    return EB_OK;
+}
+
+/* 1 when path holds a bundle that opens and validates; *seconds is then
+ * the sidecar's time, NAN when it has none. A damaged cache entry is
+ * rebuilt rather than trusted. */
+static int cache_hit(const char *path, const char *side, double *seconds)
+{
+    eb_bundle *bb = NULL;
+    char *text;
+    size_t len;
+    *seconds = NAN;
+    if (!eb_file_exists(path) || eb_bundle_open(path, EB_BUNDLE_OPEN_DEFAULT, &bb, NULL) != EB_OK)
+        return 0;
+    eb_bundle_close(bb);
+    if (eb_file_read_all(side, &text, &len, NULL) == EB_OK) {
+        *seconds = strtod(text, NULL);
+        eb_free(text);
+    }
+    return 1;
+}
+
+/* Writes the sidecar; a failure only loses the time, never the bundle. */
+static void cache_note_seconds(const char *side, double seconds)
+{
+    eb_tmpfile tf;
+    if (eb_tmpfile_open(&tf, side, NULL) == EB_OK) {
+        fprintf(tf.fp, "%.6f\n", seconds);
+        if (eb_tmpfile_commit(&tf, NULL) != EB_OK)
+            eb_tmpfile_abort(&tf);
+    }
+}
+
 static eb_status get_bundle(const eb_run_options *o, const eb_suite *s, const eb_job *j,
                             int threads, eval_data *data, const char *cache, bundle_ref *b,
                             FILE *log, eb_error *err)
@@ -1024,24 +1066,12 @@ static eb_status get_bundle(const eb_run_options *o, const eb_suite *s, const eb
         return st;
     if ((st = bundle_hash(j, threads, data->train.digest, hash, err)))
         return st;
-    if (snprintf(b->path, sizeof b->path, "%s/%s.ebb", cache, hash) >= (int)sizeof b->path ||
-        snprintf(side, sizeof side, "%s/%s.train", cache, hash) >= (int)sizeof side)
-        return eb_error_set(err, EB_ERR_ARG, "cache directory '%s' is too long", cache);
-    if (eb_file_exists(b->path)) {
-        eb_bundle *bb;
-        /* a damaged cache entry is rebuilt rather than trusted */
-        if (eb_bundle_open(b->path, EB_BUNDLE_OPEN_DEFAULT, &bb, NULL) == EB_OK) {
-            char *text;
-            size_t len;
-            eb_bundle_close(bb);
-            if (eb_file_read_all(side, &text, &len, NULL) == EB_OK) {
-                b->train_seconds = strtod(text, NULL);
-                eb_free(text);
-            }
-            eb_dataset_free(&data->train); /* needed only for its digest here */
-            data->have_train = 0;
-            return eb_sha256_file(b->path, b->sha256, err);
-        }
+    if ((st = cache_paths(cache, hash, b->path, sizeof b->path, side, sizeof side, err)))
+        return st;
+    if (cache_hit(b->path, side, &b->train_seconds)) {
+        eb_dataset_free(&data->train); /* needed only for its digest here */
+        data->have_train = 0;
+        return eb_sha256_file(b->path, b->sha256, err);
     }
     {
         eb_train_request req;
@@ -1049,7 +1079,6 @@ static eb_status get_bundle(const eb_run_options *o, const eb_suite *s, const eb
         eb_arch arch;
         char label[200];
         double t0 = now_sec();
-        eb_tmpfile tf;
         if ((st = eb_mkdirs(cache, err)) || (st = eb_arch_named(j->arch, &arch, err)))
             return st;
         snprintf(label, sizeof label, "%s", j->name);
@@ -1074,13 +1103,7 @@ static eb_status get_bundle(const eb_run_options *o, const eb_suite *s, const eb
             return st;
         b->trained = 1;
         b->train_seconds = now_sec() - t0;
-        /* the training time lives beside the bundle, not in it: the
-         * bundle's bytes must not depend on how long training took */
-        if (eb_tmpfile_open(&tf, side, NULL) == EB_OK) {
-            fprintf(tf.fp, "%.6f\n", b->train_seconds);
-            if (eb_tmpfile_commit(&tf, NULL) != EB_OK)
-                eb_tmpfile_abort(&tf);
-        }
+        cache_note_seconds(side, b->train_seconds);
     }
     return eb_sha256_file(b->path, b->sha256, err);
 }
@@ -1148,47 +1171,28 @@ static eb_status get_job_bundle(const eb_run_options *o, const eb_suite *s, cons
         double secs = NAN;
         if ((st = step_hash(b->sha256, step->transform, set, j->seed, threads, hash, err)))
             return st;
-        if (snprintf(path, sizeof path, "%s/%s.ebb", cache, hash) >= (int)sizeof path ||
-            snprintf(side, sizeof side, "%s/%s.train", cache, hash) >= (int)sizeof side)
-            return eb_error_set(err, EB_ERR_ARG, "cache directory '%s' is too long", cache);
-        {
-            eb_bundle *bb = NULL;
-            int cached = eb_file_exists(path) &&
-                         eb_bundle_open(path, EB_BUNDLE_OPEN_DEFAULT, &bb, NULL) == EB_OK;
-            eb_bundle_close(bb);
-            if (cached) {
-                char *text;
-                size_t len;
-                if (eb_file_read_all(side, &text, &len, NULL) == EB_OK) {
-                    secs = strtod(text, NULL);
-                    eb_free(text);
-                }
-            } else {
-                eb_progress_out prog;
-                char label[300];
-                eb_tmpfile tf;
-                const eb_dataset *train = NULL;
-                if (step->transform->needs_train) {
-                    if ((st = data_train(s, data, err)))
-                        return st;
-                    train = &data->train;
-                }
-                snprintf(label, sizeof label, "%s %s", j->name, step->transform->name);
-                eb_progress_out_init(&prog, log, label, o->quiet);
-                st = eb_transform_bundle(step->transform, b->path, train, set, j->seed, threads,
-                                         eb_progress_report, &prog, path, &secs, err);
-                eb_progress_out_finish(&prog);
-                eb_dataset_free(&data->train);
-                data->have_train = 0;
-                if (st)
+        if ((st = cache_paths(cache, hash, path, sizeof path, side, sizeof side, err)))
+            return st;
+        if (!cache_hit(path, side, &secs)) {
+            eb_progress_out prog;
+            char label[300];
+            const eb_dataset *train = NULL;
+            if (step->transform->needs_train) {
+                if ((st = data_train(s, data, err)))
                     return st;
-                b->trained = 1;
-                if (eb_tmpfile_open(&tf, side, NULL) == EB_OK) {
-                    fprintf(tf.fp, "%.6f\n", secs);
-                    if (eb_tmpfile_commit(&tf, NULL) != EB_OK)
-                        eb_tmpfile_abort(&tf);
-                }
+                train = &data->train;
             }
+            snprintf(label, sizeof label, "%s %s", j->name, step->transform->name);
+            eb_progress_out_init(&prog, log, label, o->quiet);
+            st = eb_transform_bundle(step->transform, b->path, train, set, j->seed, threads,
+                                     eb_progress_report, &prog, path, &secs, err);
+            eb_progress_out_finish(&prog);
+            eb_dataset_free(&data->train);
+            data->have_train = 0;
+            if (st)
+                return st;
+            b->trained = 1;
+            cache_note_seconds(side, secs);
         }
         b->transform_seconds += secs;
         snprintf(b->path, sizeof b->path, "%s", path);

@@ -825,6 +825,22 @@ static int scan_sections(parse_ctx *c)
     return 0;
 }
 
+/* Records one `key = value` setting of a [method] or [transform] section
+ * (checked against the spec after parsing). */
+static int add_setting(parse_ctx *c, const char *section, char (*keys)[EB_SUITE_NAME_MAX],
+                       char (*values)[EB_SETTING_VALUE_MAX], int *n, int max, const char *key,
+                       const char *value)
+{
+    if (*n == max)
+        return fail(c, "[%s]: too many settings", section);
+    if (strlen(key) >= EB_SUITE_NAME_MAX || strlen(value) >= EB_SETTING_VALUE_MAX)
+        return fail(c, "[%s] %s: name or value too long", section, key);
+    snprintf(keys[*n], EB_SUITE_NAME_MAX, "%s", key);
+    snprintf(values[*n], EB_SETTING_VALUE_MAX, "%s", value);
+    (*n)++;
+    return 1;
+}
+
 /* "prune, quantize, distill": the transform table's names. */
 static const char *transform_names(void)
 {
@@ -899,14 +915,8 @@ static int handler(void *user, const char *section, const char *key, const char 
             m->n_archs = n;
             return 1;
         }
-        if (m->n_sets == EB_SETTINGS_MAX * 2)
-            return fail(c, "[%s]: too many settings", section);
-        if (strlen(key) >= EB_SUITE_NAME_MAX || strlen(value) >= EB_SETTING_VALUE_MAX)
-            return fail(c, "[%s] %s: name or value too long", section, key);
-        snprintf(m->set_key[m->n_sets], EB_SUITE_NAME_MAX, "%s", key);
-        snprintf(m->set_value[m->n_sets], EB_SETTING_VALUE_MAX, "%s", value);
-        m->n_sets++;
-        return 1;
+        return add_setting(c, section, m->set_key, m->set_value, &m->n_sets,
+                           EB_SETTINGS_MAX * 2, key, value);
     }
     if (!strncmp(section, "transform ", 10)) {
         eb_suite_transform *t = section_transform(c, section);
@@ -919,14 +929,8 @@ static int handler(void *user, const char *section, const char *key, const char 
                             value, transform_names());
             return 1;
         }
-        if (t->n_sets == EB_SETTINGS_MAX)
-            return fail(c, "[%s]: too many settings", section);
-        if (strlen(key) >= EB_SUITE_NAME_MAX || strlen(value) >= EB_SETTING_VALUE_MAX)
-            return fail(c, "[%s] %s: name or value too long", section, key);
-        snprintf(t->set_key[t->n_sets], EB_SUITE_NAME_MAX, "%s", key);
-        snprintf(t->set_value[t->n_sets], EB_SETTING_VALUE_MAX, "%s", value);
-        t->n_sets++;
-        return 1;
+        return add_setting(c, section, t->set_key, t->set_value, &t->n_sets, EB_SETTINGS_MAX,
+                           key, value);
     }
     if (!strcmp(section, "chains")) {
         eb_suite *s = c->s;
