@@ -177,12 +177,56 @@ static void test_train_inspect_predict(void **state)
     EXPECT(args, 1, err_text, "3 draws from a posterior of 2 samples");
 }
 
+/* Transforms from the command line and as suite chains: `transform`
+ * records the lineage; a chain job builds each step once, and a second
+ * run of the same suite takes every bundle, steps included, from the
+ * cache. */
+static void test_transform_and_chains(void **state)
+{
+    char args[2048], path[700], ebb[700], out[700];
+    FILE *fp;
+    (void)state;
+    snprintf(ebb, sizeof ebb, "%s/small.ebb", dir);
+    snprintf(out, sizeof out, "%s/small-int8.ebb", dir);
+    snprintf(args, sizeof args,
+             "train --method map --arch mlp-small --epochs 1 --quiet -o %s", ebb);
+    EXPECT(args, 0, out_text, "wrote");
+    snprintf(args, sizeof args, "transform quantize %s -o %s", ebb, out);
+    EXPECT(args, 0, out_text, "quantize of");
+    snprintf(args, sizeof args, "inspect %s", out);
+    EXPECT(args, 0, out_text, "transform.chain  quantize:int8");
+    snprintf(args, sizeof args, "transform quantize %s -o %s --set precision=int4", ebb, out);
+    EXPECT(args, 2, err_text, "precision");
+    snprintf(args, sizeof args, "transform shrink %s -o %s", ebb, out);
+    EXPECT(args, 2, err_text, "unknown transform 'shrink'");
+
+    snprintf(path, sizeof path, "%s/chains.ini", dir);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("[suite]\nname = chains\narchs = mlp-small\nfacets = quality, storage\n"
+          "[data]\ntest_limit = 200\nood_limit = 200\n[evaluation]\nbootstrap = 0\n"
+          "[method ensemble]\nepochs = 1\nsamples = 2\n"
+          "[chains]\ne-int8 = ensemble -> quantize:int8\n"
+          "e-p50-f16 = ensemble -> prune:0.5 -> quantize:f16\n",
+          fp);
+    fclose(fp);
+    snprintf(args, sizeof args, "run %s --db %s/c1.db --cache %s/cache --threads 1", path, dir,
+             dir);
+    EXPECT(args, 0, err_text, "3 jobs: 3 done, 0 failed");
+    assert_non_null(strstr(err_text, "3 bundles trained, 0 from the cache"));
+    assert_non_null(strstr(out_text, "e-p50-f16/mlp-small/s1"));
+    snprintf(args, sizeof args, "run %s --db %s/c2.db --cache %s/cache --threads 1", path, dir,
+             dir);
+    EXPECT(args, 0, err_text, "0 bundles trained, 3 from the cache");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help_and_usage_errors),
         cmocka_unit_test(test_failures_name_the_file),
         cmocka_unit_test(test_train_inspect_predict),
+        cmocka_unit_test(test_transform_and_chains),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
