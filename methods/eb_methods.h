@@ -111,6 +111,12 @@ void eb_trained_free(eb_trained *t);
  * checks their syntax when the bundle is written). */
 eb_status eb_trained_meta(eb_trained *t, const char *key, const char *value, eb_error *err);
 
+/* Calls fn(ctx, key, value, err) for each of t's metadata entries, in
+ * order, stopping at the first error. */
+typedef eb_status (*eb_trained_meta_fn)(void *ctx, const char *key, const char *value,
+                                        eb_error *err);
+eb_status eb_trained_meta_each(const eb_trained *t, eb_trained_meta_fn fn, void *ctx,
+                               eb_error *err);
 /* Hands t's metadata lines to the writer. */
 eb_status eb_trained_write_meta(const eb_trained *t, eb_bundle_writer *w, eb_error *err);
 /* Gives the writer t's architecture and posterior (borrowing t->params),

@@ -116,7 +116,8 @@ eb_status eb_trained_meta(eb_trained *t, const char *key, const char *value, eb_
  * '=' or newline of its own cannot come from eb_trained_meta's callers
  * (keys are ours; values are numbers), but a line without '=' would be
  * refused here rather than written wrongly. */
-eb_status eb_trained_write_meta(const eb_trained *t, eb_bundle_writer *w, eb_error *err)
+eb_status eb_trained_meta_each(const eb_trained *t, eb_trained_meta_fn fn, void *ctx,
+                               eb_error *err)
 {
     size_t pos = 0;
     char *buf;
@@ -125,22 +126,31 @@ eb_status eb_trained_write_meta(const eb_trained *t, eb_bundle_writer *w, eb_err
         return EB_OK;
     buf = eb_malloc(t->meta_len + 1);
     if (!buf)
-        return eb_error_set(err, EB_ERR_NOMEM, "out of memory writing metadata");
+        return eb_error_set(err, EB_ERR_NOMEM, "out of memory reading metadata");
     memcpy(buf, t->meta, t->meta_len + 1);
     while (pos < t->meta_len && !st) {
         char *line = buf + pos, *nl = strchr(line, '\n'), *eq = strchr(line, '=');
         *nl = '\0';
         if (!eq || eq > nl) {
-            st = eb_error_set(err, EB_ERR_INTERNAL, "method metadata line '%.40s' has no '='",
-                              line);
+            st = eb_error_set(err, EB_ERR_INTERNAL, "metadata line '%.40s' has no '='", line);
             break;
         }
         *eq = '\0';
-        st = eb_bundle_writer_meta(w, line, eq + 1, err);
+        st = fn(ctx, line, eq + 1, err);
         pos = (size_t)(nl - buf) + 1;
     }
     eb_free(buf);
     return st;
+}
+
+static eb_status to_writer(void *w, const char *key, const char *value, eb_error *err)
+{
+    return eb_bundle_writer_meta(w, key, value, err);
+}
+
+eb_status eb_trained_write_meta(const eb_trained *t, eb_bundle_writer *w, eb_error *err)
+{
+    return eb_trained_meta_each(t, to_writer, w, err);
 }
 
 eb_status eb_trained_to_writer(const eb_trained *t, eb_bundle_writer *w, eb_error *err)

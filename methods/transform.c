@@ -92,25 +92,9 @@ static eb_status meta_list_put(meta_list *m, const char *key, const char *value,
     return EB_OK;
 }
 
-/* The transform's "key=value\n" lines into the list. */
-static eb_status meta_list_lines(meta_list *m, const char *lines, eb_error *err)
+static eb_status put_entry(void *m, const char *key, const char *value, eb_error *err)
 {
-    eb_status st = EB_OK;
-    char *buf = eb_strdup(lines ? lines : ""), *line, *save = NULL;
-    if (!buf)
-        return eb_error_set(err, EB_ERR_NOMEM, "out of memory for metadata");
-    for (line = strtok_r(buf, "\n", &save); line && !st; line = strtok_r(NULL, "\n", &save)) {
-        char *eq = strchr(line, '=');
-        if (!eq) {
-            st = eb_error_set(err, EB_ERR_INTERNAL, "transform metadata line '%.40s' has no '='",
-                              line);
-            break;
-        }
-        *eq = '\0';
-        st = meta_list_put(m, line, eq + 1, err);
-    }
-    eb_free(buf);
-    return st;
+    return meta_list_put(m, key, value, err);
 }
 
 static double now_sec(void)
@@ -204,7 +188,7 @@ eb_status eb_transform_bundle(const eb_transform *t, const char *parent_path,
         st = meta_list_put(&child, key, settings->value[i], err);
     }
     if (!st)
-        st = meta_list_lines(&child, out.meta, err);
+        st = eb_trained_meta_each(&out, put_entry, &child, err);
 
     /* parent's entries first (those the child does not replace), then the child's */
     if (!st)
