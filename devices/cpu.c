@@ -24,6 +24,7 @@
 
 #include "common/eb_alloc.h"
 #include "devices/eb_device.h"
+#include "devices/strategy.h"
 #include "methods/eb_methods.h"
 
 #define SLOWDOWN_ENV "EB_INJECT_SLOWDOWN"
@@ -39,9 +40,56 @@ typedef struct cpu_ctx {
     eb_bundle *bundle;
     eb_posterior post;        /* into bundle's map (f32, int8, f16) or owned (decoded);
                                * outlives pred */
-    eb_predictor *pred;
+    eb_predictor *pred;       /* loop, and every input gradient */
+    eb_strategy_run run;      /* the strategy predicting; ops NULL: loop through pred */
     uint32_t max_draws;
+    char strategy[EB_STRATEGY_NAME_MAX]; /* as asked ("auto" by default) */
 } cpu_ctx;
+
+/* The options string: "strategy=NAME" (docs/devices.md); keys separated
+ * by ';'. Every other key is refused by name. */
+static eb_status parse_options(const char *options, char *strategy, eb_error *err)
+{
+    const char *q = options;
+    snprintf(strategy, EB_STRATEGY_NAME_MAX, "auto");
+    while (*q) {
+        const char *end = strchr(q, ';'), *eq;
+        size_t len = end ? (size_t)(end - q) : strlen(q);
+        eq = memchr(q, '=', len);
+        if (len == 0) {
+            q += 1;
+            continue;
+        }
+        if (!eq || (size_t)(eq - q) != 8 || strncmp(q, "strategy", 8))
+            return eb_error_set(err, EB_ERR_ARG,
+                                "cpu device option '%.*s': the cpu device takes only "
+                                "strategy=NAME", (int)len, q);
+        if (len - 9 == 0 || len - 9 >= EB_STRATEGY_NAME_MAX)
+            return eb_error_set(err, EB_ERR_ARG, "cpu device option '%.*s': no strategy name",
+                                (int)len, q);
+        memcpy(strategy, eq + 1, len - 9);
+        strategy[len - 9] = '\0';
+        {
+            const char *const *names = eb_strategy_names();
+            int known = 0;
+            for (size_t i = 0; names[i]; i++)
+                known |= !strcmp(names[i], strategy);
+            if (!known) {
+                char list[256];
+                size_t used = 0;
+                list[0] = '\0';
+                for (size_t i = 0; names[i] && used < sizeof list; i++)
+                    used += (size_t)snprintf(list + used, sizeof list - used, "%s%s",
+                                             i ? ", " : "", names[i]);
+                return eb_error_set(err, EB_ERR_ARG,
+                                    "cpu device option strategy='%s': unknown strategy (known: %s)",
+                                    strategy, list);
+            }
+        }
+        q += len;
+    }
+    return EB_OK;
+}
 
 /* EB_INJECT_SLOWDOWN: unset or empty is 0; otherwise a finite fraction
  * in [0, SLOWDOWN_MAX]. */
@@ -78,9 +126,11 @@ static eb_status cpu_open(const eb_device_config *cfg, void **ctx, eb_error *err
     eb_status st;
     double slowdown;
 
-    if (cfg->options[0])
-        return eb_error_set(err, EB_ERR_ARG, "the cpu device takes no options; got '%s'",
-                            cfg->options);
+    char strategy[EB_STRATEGY_NAME_MAX];
+
+    st = parse_options(cfg->options, strategy, err);
+    if (st)
+        return st;
     st = read_slowdown(&slowdown, err);
     if (st)
         return st;
@@ -89,6 +139,7 @@ static eb_status cpu_open(const eb_device_config *cfg, void **ctx, eb_error *err
         return eb_error_set(err, EB_ERR_NOMEM, "out of memory for the cpu device");
     c->cfg = *cfg;
     c->slowdown = slowdown;
+    memcpy(c->strategy, strategy, sizeof c->strategy);
     if (cfg->cpus[0]) {
         eb_device_cpus set;
         cpu_set_t want;
@@ -126,6 +177,7 @@ static eb_status cpu_open(const eb_device_config *cfg, void **ctx, eb_error *err
 static void cpu_unload(void *ctx)
 {
     cpu_ctx *c = ctx;
+    eb_strategy_close(&c->run);
     eb_predictor_free(c->pred);
     eb_posterior_release(&c->post); /* before the bundle: f32 views point into its map */
     eb_bundle_close(c->bundle);
@@ -174,6 +226,18 @@ static eb_status cpu_load(void *ctx, const char *path, eb_device_load_timing *ti
         goto fail;
     }
     c->max_draws = draws;
+    {
+        const eb_strategy_ops *ops;
+        if ((st = eb_strategy_pick(c->strategy, &c->post, &ops, err))) {
+            eb_error_prefix(err, "bundle '%s': ", path);
+            goto fail;
+        }
+        if (ops != &eb_strategy_loop &&
+            (st = eb_strategy_open(ops->name, &c->post, c->cfg.max_batch, draws, &c->run, err))) {
+            eb_error_prefix(err, "bundle '%s': ", path);
+            goto fail;
+        }
+    }
     t2 = eb_measure_now();
     timing->open_s = t1 - t0;
     timing->prepare_s = t2 - t1;
@@ -212,7 +276,8 @@ static eb_status cpu_model(void *ctx, eb_device_model *m, eb_error *err)
     /* For a quantized posterior this includes each member's f32 biases
      * and int8 channel scales (eb_qweights); its weights are the tensor
      * sections above, used in place. */
-    m->workspace_bytes = eb_predictor_bytes(c->pred);
+    m->workspace_bytes = eb_predictor_bytes(c->pred) +
+                         (c->run.ops ? c->run.ops->bytes(c->run.state) : 0);
     if (c->post.owned) /* decoded storage: params (rows, K) and sigma, as f32 */
         m->workspace_bytes += ((c->post.repr == EB_REPR_SAMPLES ? (uint64_t)c->post.members : 1) +
                                (c->post.repr == EB_REPR_GAUSSIAN ? 1 : 0)) *
@@ -239,7 +304,11 @@ static eb_status cpu_predict(void *ctx, const float *x, size_t n, uint32_t S, ui
     eb_status st;
     if (c->slowdown > 0.0)
         t0 = eb_measure_now();
-    st = eb_predictor_run(c->pred, x, n, S, seed, first_example, probs, err);
+    if (c->run.ops)
+        st = c->run.ops->run(c->run.state, x, n, S, seed, first_example, eb_nn_set_threads(0),
+                             probs, err);
+    else
+        st = eb_predictor_run(c->pred, x, n, S, seed, first_example, probs, err);
     if (c->slowdown > 0.0) {
         double t1 = eb_measure_now();
         spin_until(t1 + (t1 - t0) * c->slowdown);
@@ -261,6 +330,8 @@ static eb_status cpu_describe(void *ctx, eb_device_info *info, eb_error *err)
     cpu_set_t now;
     (void)err;
     snprintf(info->description, sizeof info->description, "%s", eb_nn_blas_info());
+    snprintf(info->strategy, sizeof info->strategy, "%s",
+             c->run.ops ? c->run.ops->name : c->pred ? "loop" : c->strategy);
     info->threads = eb_nn_set_threads(0);
     if (sched_getaffinity(0, sizeof now, &now) == 0) {
         eb_device_cpus set;

@@ -81,7 +81,9 @@ typedef struct eb_device_config {
      * draws. For a samples posterior it is capped at the member count. */
     uint32_t max_draws;
     /* Backend-specific settings, "key=value;key=value" (a remote board's
-     * host, a GPU index). The CPU backend takes none and refuses any. */
+     * host, a GPU index). The CPU backend takes strategy=NAME, its
+     * execution strategy (auto, loop, stacked, ...: docs/devices.md), and
+     * refuses any other key. */
     char options[EB_DEVICE_OPTIONS_MAX];
 } eb_device_config;
 
@@ -123,6 +125,10 @@ typedef struct eb_device_info {
     int threads;              /* compute threads in effect; 0 unknown */
     char cpus[EB_DEVICE_CPUS_TEXT_MAX]; /* affinity in effect, list form; "" unknown/unrestricted */
     int max_batch;
+    /* The execution strategy predicting (the CPU backend: docs/devices.md),
+     * resolved once a bundle is loaded ("stacked", "loop", ...); before
+     * that, as asked ("auto"). "" for a backend without strategies. */
+    char strategy[32];
     /* The EB_INJECT_SLOWDOWN fraction the device applies (a testing hook,
      * docs/devices.md); 0 when off. A run records it so a deliberately
      * slowed run is never mistaken for a regression or a baseline. */

@@ -45,6 +45,61 @@ void eb_kern_dense_forward(float *out, const float *inp, const float *w, const f
                 NO);
 }
 
+/* Sixteen partial sums per row, whatever the vector width: the clones
+ * (AVX-512: one register per row; AVX2: two; baseline: four) add the
+ * same products in the same order, so every CPU gets the same bits. */
+#define GEMV_LANES 16
+
+EB_VECTOR_CLONES
+void eb_kern_dense_gemv(float *restrict out, const float *restrict x, const float *restrict w,
+                        const float *restrict b, int NI, int NO)
+{
+    const int NV = NI - NI % GEMV_LANES;
+    int o = 0;
+    for (; o + 4 <= NO; o += 4) {
+        const float *w0 = w + (size_t)o * NI, *w1 = w0 + NI, *w2 = w1 + NI, *w3 = w2 + NI;
+        float a0[GEMV_LANES] = {0}, a1[GEMV_LANES] = {0}, a2[GEMV_LANES] = {0},
+              a3[GEMV_LANES] = {0};
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        for (int i = 0; i < NV; i += GEMV_LANES)
+            for (int l = 0; l < GEMV_LANES; l++) {
+                const float xv = x[i + l];
+                a0[l] += w0[i + l] * xv;
+                a1[l] += w1[i + l] * xv;
+                a2[l] += w2[i + l] * xv;
+                a3[l] += w3[i + l] * xv;
+            }
+        for (int l = 0; l < GEMV_LANES; l++) {
+            s0 += a0[l];
+            s1 += a1[l];
+            s2 += a2[l];
+            s3 += a3[l];
+        }
+        for (int i = NV; i < NI; i++) {
+            s0 += w0[i] * x[i];
+            s1 += w1[i] * x[i];
+            s2 += w2[i] * x[i];
+            s3 += w3[i] * x[i];
+        }
+        out[o] = s0 + b[o];
+        out[o + 1] = s1 + b[o + 1];
+        out[o + 2] = s2 + b[o + 2];
+        out[o + 3] = s3 + b[o + 3];
+    }
+    for (; o < NO; o++) {
+        const float *w0 = w + (size_t)o * NI;
+        float a0[GEMV_LANES] = {0}, s0 = 0.0f;
+        for (int i = 0; i < NV; i += GEMV_LANES)
+            for (int l = 0; l < GEMV_LANES; l++)
+                a0[l] += w0[i + l] * x[i + l];
+        for (int l = 0; l < GEMV_LANES; l++)
+            s0 += a0[l];
+        for (int i = NV; i < NI; i++)
+            s0 += w0[i] * x[i];
+        out[o] = s0 + b[o];
+    }
+}
+
 void eb_kern_dense_backward(float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, int n, int NI, int NO)
 {

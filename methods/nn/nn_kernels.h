@@ -1,5 +1,6 @@
-/* nn_kernels.h: layer kernels of the model core, internal to methods/ and
- * its tests (not API). Each fast kernel (OpenBLAS sgemm, im2col) has a
+/* nn_kernels.h: layer kernels of the model core, internal to methods/, the
+ * CPU backend's execution strategies (devices/strategy_*.c) and their
+ * tests (not API). Each fast kernel (OpenBLAS sgemm, im2col) has a
  * naive reference beside it, `*_naive`, written as the textbook loops;
  * tests/methods/test_nn_kernels.c checks one against the other.
  *
@@ -16,6 +17,13 @@ void eb_kern_dense_forward(float *out, const float *inp, const float *w, const f
                            int NI, int NO);
 void eb_kern_dense_forward_naive(float *out, const float *inp, const float *w, const float *b,
                                  int n, int NI, int NO);
+/* dense for one input, out (NO) = W (NO, NI) . x (NI) + b: the
+ * bandwidth-bound case of a single-input prediction, where each weight is
+ * used once. Reads W once, four rows at a time, in a fixed summation order
+ * (the same bits on every CPU). Reference: eb_kern_dense_forward_naive
+ * with n = 1. */
+void eb_kern_dense_gemv(float *out, const float *x, const float *w, const float *b, int NI,
+                        int NO);
 /* dw (NO, NI) and db (NO) are overwritten unless dw is NULL (then db is
  * ignored); dinp (n, NI) is written unless NULL. */
 void eb_kern_dense_backward(float *dinp, float *dw, float *db, const float *dout,

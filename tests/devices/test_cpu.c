@@ -98,6 +98,9 @@ static eb_device *open_cpu(int max_batch, uint32_t max_draws)
     eb_device_config_default(&cfg);
     cfg.max_batch = max_batch;
     cfg.max_draws = max_draws;
+    /* loop: the oracle, whose bytes equal the methods layer's (the other
+     * strategies are held to it in test_strategy.c) */
+    snprintf(cfg.options, sizeof cfg.options, "strategy=loop");
     if (eb_device_open("cpu", &cfg, &dev, &err) != EB_OK)
         fail_msg("open cpu: %s", err.msg);
     return dev;
@@ -190,6 +193,14 @@ static void test_config_errors(void **state)
     assert_int_equal(eb_device_open("cpu", &cfg, &dev, &err), EB_ERR_ARG);
     assert_non_null(strstr(err.msg, "host=board1"));
     assert_null(dev);
+    snprintf(cfg.options, sizeof cfg.options, "strategy=fastest");
+    assert_int_equal(eb_device_open("cpu", &cfg, &dev, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "unknown strategy"));
+    assert_non_null(strstr(err.msg, "stacked"));
+    assert_null(dev);
+    snprintf(cfg.options, sizeof cfg.options, "strategy=");
+    assert_int_equal(eb_device_open("cpu", &cfg, &dev, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "no strategy name"));
     /* defaults resolved */
     assert_int_equal(eb_device_open("cpu", NULL, &dev, &err), EB_OK);
     assert_int_equal(eb_device_get_config(dev)->max_batch, 256);
