@@ -346,6 +346,11 @@ static eb_status cpu_describe(void *ctx, eb_device_info *info, eb_error *err)
     return EB_OK;
 }
 
+const char *const *eb_device_cpu_strategies(void)
+{
+    return eb_strategy_names();
+}
+
 const eb_device_ops eb_device_cpu_ops = {
     /* .version = */ EB_DEVICE_OPS_VERSION,
     /* .name = */ "cpu",

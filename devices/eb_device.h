@@ -262,6 +262,10 @@ typedef struct eb_device_ops {
     eb_status (*memory_read)(void *ctx, eb_proc_memory *out, eb_error *err);
 } eb_device_ops;
 
+/* The CPU backend's execution strategies, the values of its option
+ * strategy=NAME ("auto" first), terminated by NULL (docs/devices.md). */
+const char *const *eb_device_cpu_strategies(void);
+
 /* The CPU backend's table: the reference and oracle. Capabilities:
  * INPUT_GRAD, THREADS, AFFINITY, LOCAL, DETERMINISTIC. */
 extern const eb_device_ops eb_device_cpu_ops;

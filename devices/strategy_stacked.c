@@ -8,14 +8,15 @@
  * bandwidth. `loop` runs member after member, each layer a separate
  * OpenBLAS call that splits a small matrix-vector product over the
  * threads and synchronises them, layer after layer; here each thread
- * streams whole members with no synchronisation until the end, dense
- * layers of one to four inputs go through eb_kern_dense_gemv (one read
- * of each weight row), and a layer whose input is the prediction's own
- * input (the first) starts from the same x for every member. Larger
- * batches reuse each weight over many inputs and are compute bound:
- * there the members' layers run on OpenBLAS sgemm (one thread each, the
- * threads over members), in chunks of CHUNK inputs so the per-thread
- * workspace stays small.
+ * streams whole members with no synchronisation until the end, and dense
+ * layers go through eb_kern_dense_gemv (one read of each weight row per
+ * input). Inputs are taken CHUNK at a time, member by member, so within a
+ * chunk a member's weights come from cache after the first input, and the
+ * per-thread workspace stays small. Dense layers use the GEMV kernel for
+ * every batch size, so an input's probabilities do not depend on the
+ * batch it came in (the same bytes one at a time or all at once);
+ * convolutions run on im2col + OpenBLAS sgemm, one thread each, the
+ * threads over members.
  *
  * A member's arithmetic does not depend on which thread runs it or on
  * the thread count, so the bytes are the same for any thread count.
@@ -29,8 +30,7 @@
 #include "methods/nn/eb_nn.h"
 #include "methods/nn/nn_kernels.h"
 
-#define CHUNK 16    /* inputs per pass over the members */
-#define GEMV_MAX_N 4 /* up to this many inputs, dense layers run as matrix-vector products */
+#define CHUNK 16 /* inputs per pass over the members */
 
 typedef struct thread_ws {
     float *a, *b;     /* (CHUNK, max_act) ping-pong activations */
@@ -140,12 +140,9 @@ static const float *member_forward(const eb_arch *a, const float *theta, const f
         float *o = bufs[next];
         switch (L->kind) {
         case EB_LAYER_DENSE:
-            if (nb <= GEMV_MAX_N)
-                for (int r = 0; r < nb; r++)
-                    eb_kern_dense_gemv(o + (size_t)r * L->out_size, in + (size_t)r * L->in_size, wt,
-                                       bias, (int)L->in_size, L->units);
-            else
-                eb_kern_dense_forward(o, in, wt, bias, nb, (int)L->in_size, L->units);
+            for (int r = 0; r < nb; r++)
+                eb_kern_dense_gemv(o + (size_t)r * L->out_size, in + (size_t)r * L->in_size, wt,
+                                   bias, (int)L->in_size, L->units);
             break;
         case EB_LAYER_CONV2D:
             eb_kern_conv2d_forward(o, w->cols, in, wt, bias, nb, L->in_h, L->in_w, L->in_c,
@@ -187,9 +184,9 @@ static eb_status stacked_run(void *state, const float *x, size_t n, uint32_t S, 
         T = (int)S;
     if ((rc = grow_ws(st, T, err)))
         return rc;
-    /* OpenBLAS runs inside the members' threads only for convolutions and
-     * larger batches; it must not start threads of its own there. */
-    blas = (T > 1 && (has_conv(a) || n > GEMV_MAX_N)) ? eb_strategy_blas_serial_begin() : 0;
+    /* OpenBLAS runs inside the members' threads only for convolutions;
+     * it must not start threads of its own there. */
+    blas = (T > 1 && has_conv(a)) ? eb_strategy_blas_serial_begin() : 0;
     for (size_t first = 0; first < n; first += CHUNK) {
         const int nb = (int)(n - first < CHUNK ? n - first : CHUNK);
         const float *xc = x + first * a->in_size;

@@ -20,6 +20,7 @@ typedef struct eb_run_options {
     const char *label;     /* run label, may be NULL */
     int shard_index, shard_count; /* 0/0 = 1/1 */
     int threads;           /* > 0 overrides the suite's device threads */
+    const char *strategy;  /* overrides the suite's [device] strategy; NULL keeps it */
     int quiet;             /* no progress on the log */
     FILE *log;             /* progress and per-job lines; NULL = stderr */
 } eb_run_options;
@@ -45,6 +46,7 @@ typedef struct eb_eval_options {
     const char *db_path;  /* store as a run of suite 'eval'; NULL = do not store */
     const char *label;
     int threads;          /* > 0 overrides the suite's */
+    const char *strategy; /* overrides the suite's [device] strategy; NULL keeps it */
     int quiet;
     FILE *log;
 } eb_eval_options;

@@ -108,6 +108,7 @@ typedef struct eb_suite {
     int store_predictions;
     /* [device] */
     char device[32];
+    char strategy[32];          /* the cpu device's execution strategy ("auto") */
     int threads;                /* 0 = online CPUs */
     int latency_warmup, latency_min_queries;
     double latency_min_seconds;

@@ -1374,6 +1374,8 @@ static eb_status open_device(const eb_suite *s, int threads, eb_device **dev, eb
     eb_device_config_default(&cfg);
     cfg.threads = threads;
     cfg.max_batch = s->throughput_batch > 256 ? s->throughput_batch : 256;
+    if (!strcmp(s->device, "cpu"))
+        snprintf(cfg.options, sizeof cfg.options, "strategy=%s", s->strategy);
     return eb_device_open(s->device, &cfg, dev, err);
 }
 
@@ -1405,8 +1407,9 @@ static eb_status begin_run(eb_results *db, const eb_suite *s, const char *label,
         return st;
     snprintf(env, sizeof env,
              "{\"threads\":%d,\"device\":\"%s\",\"device_threads\":%d,\"cpus\":\"%s\","
-             "\"injected_slowdown\":%g}",
-             threads, info.backend, info.threads, info.cpus, info.injected_slowdown);
+             "\"strategy\":\"%s\",\"injected_slowdown\":%g}",
+             threads, info.backend, info.threads, info.cpus, info.strategy,
+             info.injected_slowdown);
     memset(&p, 0, sizeof p);
     eb_results_provenance_set_machine(&p, &mach);
     p.label = label;
@@ -1469,6 +1472,8 @@ eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *e
         return eb_error_set(err, EB_ERR_NOMEM, "out of memory for the suite");
     if ((st = eb_suite_load(o->suite ? o->suite : "quick", s, err)))
         goto done;
+    if (o->strategy) /* before the jobs: a strategy is part of their keys */
+        snprintf(s->strategy, sizeof s->strategy, "%s", o->strategy);
     if ((st = eb_suite_jobs(s, si, sc, &jobs, &n_jobs, err)) ||
         (st = eb_suite_jobs(s, 1, 1, &all_jobs, &n_all, err)))
         goto done;
@@ -1642,6 +1647,8 @@ eb_status eb_eval_bundle(const eb_eval_options *o, eb_eval_metric **metrics, siz
         goto done;
     if (o->device)
         snprintf(s->device, sizeof s->device, "%s", o->device);
+    if (o->strategy)
+        snprintf(s->strategy, sizeof s->strategy, "%s", o->strategy);
     threads = effective_threads(s, o->threads);
     if ((st = eb_sha256_file(o->bundle, sha, err)) || (st = data_load(s, &data, err)) ||
         (st = open_device(s, threads, &dev, err)))

@@ -12,6 +12,7 @@
 
 #include "common/eb_alloc.h"
 #include "common/eb_hash.h"
+#include "devices/eb_device.h"
 #include "common/eb_io.h"
 #include "harness/eb_shift.h"
 #include "harness/eb_suite.h"
@@ -583,6 +584,21 @@ static int handle_device(parse_ctx *c, const char *key, const char *v)
         snprintf(s->device, sizeof s->device, "%s", v);
         return 1;
     }
+    if (!strcmp(key, "strategy")) {
+        const char *const *names = eb_device_cpu_strategies();
+        char list[256];
+        size_t used = 0;
+        for (size_t i = 0; names[i]; i++)
+            if (!strcmp(names[i], v)) {
+                snprintf(s->strategy, sizeof s->strategy, "%s", v);
+                return 1;
+            }
+        list[0] = '\0';
+        for (size_t i = 0; names[i] && used < sizeof list; i++)
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "",
+                                     names[i]);
+        return fail(c, "[device] strategy: unknown strategy '%s' (known: %s)", v, list);
+    }
     if (!strcmp(key, "threads") || !strcmp(key, "latency_warmup") ||
         !strcmp(key, "latency_min_queries") || !strcmp(key, "throughput_batch")) {
         long lo = !strcmp(key, "latency_warmup") || !strcmp(key, "threads") ? 0 : 1;
@@ -604,7 +620,7 @@ static int handle_device(parse_ctx *c, const char *key, const char *v)
         *(key[0] == 'l' ? &s->latency_min_seconds : &s->throughput_min_seconds) = d;
         return 1;
     }
-    return fail(c, "[device]: unknown key '%s' (known: name, threads, latency_warmup, "
+    return fail(c, "[device]: unknown key '%s' (known: name, strategy, threads, latency_warmup, "
                    "latency_min_queries, latency_min_seconds, throughput_batch, "
                    "throughput_min_seconds)", key);
 }
@@ -1013,6 +1029,7 @@ static void set_defaults(eb_suite *s)
     s->bootstrap = 200;
     s->ci_level = 0.95;
     snprintf(s->device, sizeof s->device, "cpu");
+    snprintf(s->strategy, sizeof s->strategy, "auto");
     s->latency_warmup = 20;
     s->latency_min_queries = 200;
     s->latency_min_seconds = 1.0;
@@ -1384,6 +1401,10 @@ static eb_status job_key(const eb_suite *s, eb_job *j, eb_error *err)
         used += (size_t)snprintf(text + used, sizeof text - used, "%s;", s->corruptions[i]);
     for (int i = 0; i < s->n_severities && used < sizeof text; i++)
         used += (size_t)snprintf(text + used, sizeof text - used, "%d;", s->severities[i]);
+    /* a strategy other than the default is part of the job (the default
+     * leaves existing keys unchanged) */
+    if (strcmp(s->strategy, "auto") && used < sizeof text)
+        used += (size_t)snprintf(text + used, sizeof text - used, "\nstrategy=%s", s->strategy);
     if (j->chain) {
         /* a chain job: its steps with their full settings (a plain method
          * job's key text is unchanged, so existing keys stay valid) */

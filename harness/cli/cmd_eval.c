@@ -23,6 +23,8 @@ static void usage(FILE *fp)
             "                  or a file)\n"
             "  --label L       label of the stored run\n"
             "  --threads T     device threads (default: the suite's, or the online CPUs)\n"
+            "  --strategy NAME the cpu device's execution strategy: auto (default), loop,\n"
+            "                  stacked, ... (docs/devices.md)\n"
             "  --quiet         no progress on stderr\n"
             "  --json          machine-readable output\n"
             "  -h, --help      this help\n");
@@ -33,7 +35,7 @@ int eb_cmd_eval(int argc, char **argv)
     static const struct option longopts[] = {
         {"device", required_argument, NULL, 'D'}, {"db", required_argument, NULL, 'd'},
         {"suite", required_argument, NULL, 's'},  {"label", required_argument, NULL, 'l'},
-        {"threads", required_argument, NULL, 't'}, {"quiet", no_argument, NULL, 'q'},
+        {"threads", required_argument, NULL, 't'}, {"strategy", required_argument, NULL, 'S'}, {"quiet", no_argument, NULL, 'q'},
         {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     eb_eval_options o;
@@ -59,6 +61,7 @@ int eb_cmd_eval(int argc, char **argv)
                                           optarg);
             o.threads = (int)threads;
             break;
+        case 'S': o.strategy = optarg; break;
         case 'q': o.quiet = 1; break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return EB_EXIT_OK;

@@ -31,6 +31,8 @@ static void usage(FILE *fp)
             "                  ~/.cache/edgebayes/bundles)\n"
             "  --threads T     threads for training and the device (default: the suite's,\n"
             "                  or the online CPUs)\n"
+            "  --strategy NAME the cpu device's execution strategy: auto (default), loop,\n"
+            "                  stacked, ... (the suite's [device] strategy; docs/devices.md)\n"
             "  --print-suite   print the suite's text and exit\n"
             "  --quiet         no progress on stderr\n"
             "  --json          print the run's jobs and headline metrics as JSON\n"
@@ -145,7 +147,7 @@ int eb_cmd_run(int argc, char **argv)
     static const struct option longopts[] = {
         {"db", required_argument, NULL, 'd'},     {"shard", required_argument, NULL, 's'},
         {"label", required_argument, NULL, 'l'},  {"cache", required_argument, NULL, 'c'},
-        {"threads", required_argument, NULL, 't'}, {"print-suite", no_argument, NULL, 'p'},
+        {"threads", required_argument, NULL, 't'}, {"strategy", required_argument, NULL, 'S'}, {"print-suite", no_argument, NULL, 'p'},
         {"quiet", no_argument, NULL, 'q'},        {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     eb_run_options o;
@@ -180,6 +182,7 @@ int eb_cmd_run(int argc, char **argv)
             o.threads = (int)threads;
             break;
         case 'p': print_suite = 1; break;
+        case 'S': o.strategy = optarg; break;
         case 'q': o.quiet = 1; break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return EB_EXIT_OK;

@@ -188,6 +188,17 @@ static void test_malformed_suites(void **state)
     expect_error("[shift]\nseverities = 0\n[method map]\n",
                  "bad.ini:2: [shift] severities: '0' is not a severity from 1 to 5");
     expect_error("[device]\nname = tpu\n[method map]\n", "bad.ini:2: [device] name: unknown device 'tpu'");
+    expect_error("[device]\nstrategy = fastest\n[method map]\n",
+                 "bad.ini:2: [device] strategy: unknown strategy 'fastest' (known: auto, ");
+    {
+        eb_suite ok;
+        eb_error e;
+        assert_int_equal(eb_suite_parse("[device]\nstrategy = loop\n[method map]\n", "ok.ini", &ok,
+                                        &e), EB_OK);
+        assert_string_equal(ok.strategy, "loop");
+        assert_int_equal(eb_suite_parse("[method map]\n", "ok.ini", &ok, &e), EB_OK);
+        assert_string_equal(ok.strategy, "auto");
+    }
     expect_error("[device]\nlatency_min_seconds = -1\n[method map]\n",
                  "bad.ini:2: [device] latency_min_seconds: '-1' is not a duration");
     expect_error("[data]\ntest = cifar/test\n[method map]\n",

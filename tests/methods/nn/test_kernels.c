@@ -79,6 +79,30 @@ static void test_dense(void **state)
     }
 }
 
+/* The one-input dense kernel of the stacked strategy: shapes with tails
+ * (inputs not a multiple of its 16 lanes, outputs not of its 4 rows). */
+static void test_dense_gemv(void **state)
+{
+    static const int shapes[][2] = {{1, 1}, {7, 5}, {16, 4}, {33, 10}, {256, 256}, {784, 259}};
+    eb_rng r;
+    (void)state;
+    eb_rng_seed(&r, 2, 0);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int I = shapes[s][0], O = shapes[s][1];
+        float *x = rand_vec(&r, (size_t)I), *w = rand_vec(&r, (size_t)O * I);
+        float *b = rand_vec(&r, (size_t)O);
+        float *o1 = malloc(sizeof(float) * O), *o2 = malloc(sizeof(float) * O);
+        float *o3 = malloc(sizeof(float) * O);
+        printf("dense gemv in=%d out=%d\n", I, O);
+        eb_kern_dense_gemv(o1, x, w, b, I, O);
+        eb_kern_dense_forward_naive(o2, x, w, b, 1, I, O);
+        check("gemv", o1, o2, (size_t)O, sum_tol((size_t)I));
+        eb_kern_dense_gemv(o3, x, w, b, I, O); /* deterministic */
+        assert_memory_equal(o1, o3, sizeof(float) * O);
+        free(x); free(w); free(b); free(o1); free(o2); free(o3);
+    }
+}
+
 static void test_conv2d(void **state)
 {
     /* n, H, W, C, O */
@@ -180,6 +204,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dense),
+        cmocka_unit_test(test_dense_gemv),
         cmocka_unit_test(test_conv2d),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_relu_and_dropout),
