@@ -5,10 +5,15 @@
  * workspace, so a prediction allocates nothing. Parameters are used in
  * place, never copied, in f32 and, through EB_POSTERIOR_QUANTIZED, in
  * int8 and f16 (samples and distilled students run on the quantized
- * kernels, int8 with activations quantized per row); only what those
- * kernels cannot run (sparse storage, quantized dropout and gaussian
- * posteriors, an int8 grouping that splits an output channel) is decoded
- * into an f32 copy, which the model bytes then count. Threads are OpenBLAS's (process-wide); affinity is
+ * kernels, int8 with activations quantized per row) and, through
+ * EB_POSTERIOR_SPARSE, shared-sparse and CSR samples (the `sparse`
+ * strategy runs them in place; input gradients use a decoded copy made
+ * at the first call); only what no strategy asked for can run in place
+ * (quantized dropout and gaussian posteriors, an int8 grouping that
+ * splits an output channel, sparse storage under `loop` or `stacked`) is
+ * decoded into an f32 copy, which the model bytes then count. How the
+ * members are run is the execution strategy (devices/strategy.h), the
+ * option strategy=NAME. Threads are OpenBLAS's (process-wide); affinity is
  * set on the thread that opens the device. Both are restored at close.
  *
  * Testing hook: EB_INJECT_SLOWDOWN=f (a fraction, read at open) makes each
@@ -40,7 +45,10 @@ typedef struct cpu_ctx {
     eb_bundle *bundle;
     eb_posterior post;        /* into bundle's map (f32, int8, f16) or owned (decoded);
                                * outlives pred */
-    eb_predictor *pred;       /* loop, and every input gradient */
+    eb_predictor *pred;       /* loop, and every input gradient; for a posterior kept
+                               * sparse in place, made at the first input gradient
+                               * over grad_post */
+    eb_posterior grad_post;   /* sparse in place: the decoded copy gradients need */
     eb_strategy_run run;      /* the strategy predicting; ops NULL: loop through pred */
     uint32_t max_draws;
     char strategy[EB_STRATEGY_NAME_MAX]; /* as asked ("auto" by default) */
@@ -179,6 +187,8 @@ static void cpu_unload(void *ctx)
     cpu_ctx *c = ctx;
     eb_strategy_close(&c->run);
     eb_predictor_free(c->pred);
+    eb_posterior_release(&c->grad_post);
+    memset(&c->grad_post, 0, sizeof c->grad_post);
     eb_posterior_release(&c->post); /* before the bundle: f32 views point into its map */
     eb_bundle_close(c->bundle);
     c->pred = NULL;
@@ -213,22 +223,36 @@ static eb_status cpu_load(void *ctx, const char *path, eb_device_load_timing *ti
     if (st)
         return st;
     t1 = eb_measure_now();
-    /* int8 and f16 stay as stored and run on the quantized kernels */
-    st = eb_posterior_from_bundle_flags(c->bundle, EB_POSTERIOR_QUANTIZED, &c->post, err);
+    /* int8 and f16 stay as stored and run on the quantized kernels;
+     * shared-sparse and CSR samples stay as stored for the sparse
+     * strategy */
+    st = eb_posterior_from_bundle_flags(c->bundle, EB_POSTERIOR_QUANTIZED | EB_POSTERIOR_SPARSE,
+                                        &c->post, err);
     if (st)
         goto fail;
     draws = c->cfg.max_draws ? c->cfg.max_draws : eb_posterior_default_draws(&c->post);
     if (c->post.repr == EB_REPR_SAMPLES && draws > c->post.members)
         draws = c->post.members; /* a samples posterior has no more draws */
-    st = eb_predictor_new(&c->post, c->cfg.max_batch, draws, &c->pred, err);
-    if (st) {
-        eb_error_prefix(err, "bundle '%s': ", path);
-        goto fail;
-    }
     c->max_draws = draws;
     {
-        const eb_strategy_ops *ops;
-        if ((st = eb_strategy_pick(c->strategy, &c->post, &ops, err))) {
+        const eb_strategy_ops *ops = NULL;
+        st = eb_strategy_pick(c->strategy, &c->post, &ops, err);
+        if (eb_posterior_sparse(&c->post) &&
+            (st == EB_ERR_UNSUPPORTED || (st == EB_OK && ops == &eb_strategy_loop))) {
+            /* the strategy asked for runs dense weights: decode them */
+            eb_posterior_release(&c->post);
+            st = eb_posterior_from_bundle_flags(c->bundle, EB_POSTERIOR_QUANTIZED, &c->post, err);
+            if (st)
+                goto fail;
+            st = eb_strategy_pick(c->strategy, &c->post, &ops, err);
+        }
+        if (st) {
+            eb_error_prefix(err, "bundle '%s': ", path);
+            goto fail;
+        }
+        /* loop predicts through it; every strategy's input gradients do */
+        if (!eb_posterior_sparse(&c->post) &&
+            (st = eb_predictor_new(&c->post, c->cfg.max_batch, draws, &c->pred, err))) {
             eb_error_prefix(err, "bundle '%s': ", path);
             goto fail;
         }
@@ -276,7 +300,7 @@ static eb_status cpu_model(void *ctx, eb_device_model *m, eb_error *err)
     /* For a quantized posterior this includes each member's f32 biases
      * and int8 channel scales (eb_qweights); its weights are the tensor
      * sections above, used in place. */
-    m->workspace_bytes = eb_predictor_bytes(c->pred) +
+    m->workspace_bytes = (c->pred ? eb_predictor_bytes(c->pred) : 0) +
                          (c->run.ops ? c->run.ops->bytes(c->run.state) : 0);
     if (c->post.owned) /* decoded storage: params (rows, K) and sigma, as f32 */
         m->workspace_bytes += ((c->post.repr == EB_REPR_SAMPLES ? (uint64_t)c->post.members : 1) +
@@ -321,6 +345,17 @@ static eb_status cpu_input_grad(void *ctx, const float *x, const uint8_t *y, siz
                                 float *pbar, eb_error *err)
 {
     cpu_ctx *c = ctx;
+    eb_status st;
+    if (!c->pred) {
+        /* sparse in place: gradients run on a decoded copy, made once */
+        if ((st = eb_posterior_from_bundle(c->bundle, &c->grad_post, err)))
+            return st;
+        if ((st = eb_predictor_new(&c->grad_post, c->cfg.max_batch, c->max_draws, &c->pred,
+                                   err))) {
+            eb_posterior_release(&c->grad_post);
+            return st;
+        }
+    }
     return eb_predictor_input_grad(c->pred, x, y, n, S, seed, first_example, dx, pbar, err);
 }
 

@@ -237,7 +237,14 @@ enum {
      * eb_posterior_quantized says which happened. For deployment (the
      * devices); transforms and diagnostics that read params need the
      * default. */
-    EB_POSTERIOR_QUANTIZED = 1u << 0
+    EB_POSTERIOR_QUANTIZED = 1u << 0,
+    /* Keep shared-sparse and CSR `samples` values as stored (p->stored:
+     * the f32 values with their INDEX and ROWPTR, in the map; params
+     * NULL) instead of decoding them to dense f32, for the CPU device's
+     * sparse strategy (devices/strategy_sparse.c), which runs them with
+     * the index set decoded once. eb_predictor cannot run such a
+     * posterior (it refuses it); eb_posterior_sparse tells. */
+    EB_POSTERIOR_SPARSE = 1u << 1
 };
 
 /* Checks that the architecture parses and its K matches the bundle's, and
@@ -255,6 +262,9 @@ eb_status eb_posterior_from_bundle_flags(const eb_bundle *b, unsigned flags, eb_
                                          eb_error *err);
 /* Nonzero when p keeps int8 or f16 values as stored (params NULL). */
 int eb_posterior_quantized(const eb_posterior *p);
+/* Nonzero when p keeps shared-sparse or CSR values as stored (params
+ * NULL; EB_POSTERIOR_SPARSE took effect). */
+int eb_posterior_sparse(const eb_posterior *p);
 /* Frees the decoded values (no-op for f32 storage) and clears params,
  * sigma and stored; the posterior cannot predict afterwards. */
 void eb_posterior_release(eb_posterior *p);

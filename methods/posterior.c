@@ -59,12 +59,26 @@ static int keeps_stored(const eb_bundle *b, const eb_posterior *p)
                                   NULL) == EB_OK;
 }
 
+/* Whether EB_POSTERIOR_SPARSE keeps this posterior's values as stored:
+ * shared-sparse or CSR samples. */
+static int keeps_sparse(const eb_bundle *b, const eb_posterior *p)
+{
+    eb_bundle_stored sv;
+    if ((p->storage != EB_STORE_SHARED_SPARSE && p->storage != EB_STORE_CSR) ||
+        p->repr != EB_REPR_SAMPLES)
+        return 0;
+    eb_bundle_stored_view(b, EB_TENSOR_PARAMS, &sv);
+    return sv.values && sv.index && sv.k == (uint64_t)p->k && sv.rows == eb_bundle_param_rows(b) &&
+           (p->storage == EB_STORE_SHARED_SPARSE || sv.rowptr);
+}
+
 static eb_status from_bundle(const eb_bundle *b, unsigned flags, eb_posterior *p, eb_error *err)
 {
+    const unsigned known = EB_POSTERIOR_QUANTIZED | EB_POSTERIOR_SPARSE;
     eb_status st;
-    if (flags & ~(unsigned)EB_POSTERIOR_QUANTIZED)
+    if (flags & ~known)
         return eb_error_set(err, EB_ERR_ARG, "posterior flags 0x%x: unknown bits 0x%x", flags,
-                            flags & ~(unsigned)EB_POSTERIOR_QUANTIZED);
+                            flags & ~known);
     st = eb_arch_parse(eb_bundle_arch(b), &p->arch, err);
     if (st)
         return eb_error_prefix(err, "%s: ", eb_bundle_path(b));
@@ -91,6 +105,8 @@ static eb_status from_bundle(const eb_bundle *b, unsigned flags, eb_posterior *p
         p->params = eb_bundle_params(b);
         p->sigma = eb_bundle_sigma(b);
     } else if ((flags & EB_POSTERIOR_QUANTIZED) && keeps_stored(b, p)) {
+        eb_bundle_stored_view(b, EB_TENSOR_PARAMS, &p->stored);
+    } else if ((flags & EB_POSTERIOR_SPARSE) && keeps_sparse(b, p)) {
         eb_bundle_stored_view(b, EB_TENSOR_PARAMS, &p->stored);
     } else if ((st = decode_owned(b, p, err))) {
         return st;
@@ -123,6 +139,11 @@ eb_status eb_posterior_from_bundle(const eb_bundle *b, eb_posterior *p, eb_error
 int eb_posterior_quantized(const eb_posterior *p)
 {
     return p->stored.kind == EB_STORE_INT8 || p->stored.kind == EB_STORE_F16;
+}
+
+int eb_posterior_sparse(const eb_posterior *p)
+{
+    return p->stored.kind == EB_STORE_SHARED_SPARSE || p->stored.kind == EB_STORE_CSR;
 }
 
 void eb_posterior_release(eb_posterior *p)
@@ -241,6 +262,11 @@ eb_status eb_predictor_new(const eb_posterior *p, int max_batch, uint32_t max_dr
                             "a distilled posterior with head %d and %zu outputs cannot be "
                             "predicted (heads 1-3, at most %d classes)", (int)p->head, O,
                             EB_DISTILL_MAX_CLASSES);
+    if (eb_posterior_sparse(p))
+        return eb_error_set(err, EB_ERR_ARG,
+                            "a posterior kept %s in place runs on the device's sparse strategy; "
+                            "decode it (eb_posterior_from_bundle) to predict it here",
+                            eb_storage_name(p->stored.kind));
     if (quantized && p->repr != EB_REPR_SAMPLES && p->repr != EB_REPR_DISTILLED)
         return eb_error_set(err, EB_ERR_ARG,
                             "a %s posterior cannot be predicted from quantized values",

@@ -100,6 +100,31 @@ void eb_kern_dense_gemv(float *restrict out, const float *restrict x, const floa
     }
 }
 
+/* Gathers are the cost here, not arithmetic: four partial sums break the
+ * dependency chain; the order is fixed, so every clone gives the same
+ * bits. */
+EB_VECTOR_CLONES
+void eb_kern_sparse_gemv(float *restrict out, const float *restrict x, const float *restrict vals,
+                         const uint32_t *restrict idx, const uint64_t *restrict rowptr,
+                         uint64_t base, int NI, int NO)
+{
+    for (int o = 0; o < NO; o++) {
+        const uint64_t lo = rowptr[o], hi = rowptr[o + 1];
+        const uint32_t rb = (uint32_t)(base + (uint64_t)o * (uint64_t)NI); /* idx < 2^32 */
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        uint64_t j = lo;
+        for (; j + 4 <= hi; j += 4) {
+            s0 += vals[j] * x[idx[j] - rb];
+            s1 += vals[j + 1] * x[idx[j + 1] - rb];
+            s2 += vals[j + 2] * x[idx[j + 2] - rb];
+            s3 += vals[j + 3] * x[idx[j + 3] - rb];
+        }
+        for (; j < hi; j++)
+            s0 += vals[j] * x[idx[j] - rb];
+        out[o] = (s0 + s1) + (s2 + s3);
+    }
+}
+
 void eb_kern_dense_backward(float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, int n, int NI, int NO)
 {

@@ -5,6 +5,18 @@
 
 #include "methods/nn/nn_kernels.h"
 
+void eb_kern_sparse_gemv_naive(float *out, const float *x, const float *vals,
+                               const uint32_t *idx, const uint64_t *rowptr, uint64_t base, int NI,
+                               int NO)
+{
+    for (int o = 0; o < NO; o++) {
+        double s = 0.0;
+        for (uint64_t j = rowptr[o]; j < rowptr[o + 1]; j++)
+            s += (double)vals[j] * x[idx[j] - (base + (uint64_t)o * (uint64_t)NI)];
+        out[o] = (float)s;
+    }
+}
+
 void eb_kern_dense_forward_naive(float *out, const float *inp, const float *w, const float *b,
                                  int n, int NI, int NO)
 {

@@ -24,6 +24,19 @@ void eb_kern_dense_forward_naive(float *out, const float *inp, const float *w, c
  * with n = 1. */
 void eb_kern_dense_gemv(float *out, const float *x, const float *w, const float *b, int NI,
                         int NO);
+/* sparse dense layer for one input, the weights given as kept positions:
+ * row o's stored weights are vals[j] for j in [rowptr[o], rowptr[o+1]),
+ * at flat position idx[j] of the parameter vector, so its input column is
+ * idx[j] - (base + o * NI), base being the layer's first weight
+ * position; out[o] = sum of vals[j] * x[column] (no bias: the caller adds
+ * it). The index arrays may be shared by many value arrays (shared-sparse
+ * storage: one index set for all members). Reference:
+ * eb_kern_sparse_gemv_naive. */
+void eb_kern_sparse_gemv(float *out, const float *x, const float *vals, const uint32_t *idx,
+                         const uint64_t *rowptr, uint64_t base, int NI, int NO);
+void eb_kern_sparse_gemv_naive(float *out, const float *x, const float *vals,
+                               const uint32_t *idx, const uint64_t *rowptr, uint64_t base, int NI,
+                               int NO);
 /* dw (NO, NI) and db (NO) are overwritten unless dw is NULL (then db is
  * ignored); dinp (n, NI) is written unless NULL. */
 void eb_kern_dense_backward(float *dinp, float *dw, float *db, const float *dout,

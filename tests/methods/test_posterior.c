@@ -666,8 +666,19 @@ static void test_quantized_fallback(void **state)
         assert_int_equal(eb_posterior_quantized(&p), c == 1);
         assert_true(c == 1 ? p.params == NULL : p.params != NULL);
         eb_posterior_release(&p);
-        assert_int_equal(eb_posterior_from_bundle_flags(b, 2, &p, &err), EB_ERR_ARG);
+        assert_int_equal(eb_posterior_from_bundle_flags(b, 4, &p, &err), EB_ERR_ARG);
         assert_non_null(strstr(err.msg, "unknown"));
+        /* EB_POSTERIOR_SPARSE keeps only sparse samples (c == 4) in place;
+         * eb_predictor refuses such a posterior */
+        assert_int_equal(eb_posterior_from_bundle_flags(b, EB_POSTERIOR_SPARSE, &p, &err), EB_OK);
+        assert_int_equal(eb_posterior_sparse(&p), c == 4);
+        assert_true(c == 4 ? p.params == NULL : p.params != NULL);
+        if (c == 4) {
+            eb_predictor *pr;
+            assert_int_equal(eb_predictor_new(&p, 4, 1, &pr, &err), EB_ERR_ARG);
+            assert_non_null(strstr(err.msg, "sparse strategy"));
+        }
+        eb_posterior_release(&p);
         eb_bundle_close(b);
     }
     remove(path);

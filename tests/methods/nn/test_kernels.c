@@ -103,6 +103,54 @@ static void test_dense_gemv(void **state)
     }
 }
 
+/* The sparse one-input kernel against its naive reference, on the kept
+ * positions of a random layer embedded at an offset of a larger vector
+ * (rows with nothing kept, rows with everything kept, tails of the
+ * four-way unrolling), and against the dense kernel on the densified
+ * weights. */
+static void test_sparse_gemv(void **state)
+{
+    static const int shapes[][2] = {{1, 1}, {7, 5}, {33, 10}, {784, 67}};
+    eb_rng r;
+    (void)state;
+    eb_rng_seed(&r, 3, 0);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int I = shapes[s][0], O = shapes[s][1];
+        const uint64_t base = 1000; /* the layer's first weight position */
+        float *x = rand_vec(&r, (size_t)I), *w = rand_vec(&r, (size_t)O * I);
+        float *zero = calloc((size_t)O, sizeof(float));
+        float *vals = malloc(sizeof(float) * O * I), *o1 = malloc(sizeof(float) * O);
+        float *o2 = malloc(sizeof(float) * O), *o3 = malloc(sizeof(float) * O);
+        uint32_t *idx = malloc(sizeof(uint32_t) * O * I);
+        uint64_t *rp = malloc(sizeof(uint64_t) * (O + 1));
+        uint64_t n = 0;
+        for (int o = 0; o < O; o++) {
+            rp[o] = n;
+            for (int i = 0; i < I; i++) {
+                /* row 0 keeps everything, row 1 nothing, others ~30% */
+                int keep = o == 0 || (o != 1 && eb_rng_uniformf(&r) < 0.3f);
+                if (keep) {
+                    vals[n] = w[(size_t)o * I + i];
+                    idx[n++] = (uint32_t)(base + (uint64_t)o * I + (uint64_t)i);
+                } else {
+                    w[(size_t)o * I + i] = 0.0f;
+                }
+            }
+        }
+        rp[O] = n;
+        printf("sparse gemv in=%d out=%d kept %llu of %d\n", I, O, (unsigned long long)n, I * O);
+        eb_kern_sparse_gemv(o1, x, vals, idx, rp, base, I, O);
+        eb_kern_sparse_gemv_naive(o2, x, vals, idx, rp, base, I, O);
+        check("sparse gemv", o1, o2, (size_t)O, sum_tol((size_t)I));
+        eb_kern_dense_forward_naive(o3, x, w, zero, 1, I, O);
+        check("sparse vs dense", o1, o3, (size_t)O, sum_tol((size_t)I));
+        if (O > 1)
+            assert_true(o1[1] == 0.0f); /* nothing kept */
+        free(x); free(w); free(zero); free(vals); free(o1); free(o2); free(o3); free(idx);
+        free(rp);
+    }
+}
+
 static void test_conv2d(void **state)
 {
     /* n, H, W, C, O */
@@ -205,6 +253,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dense),
         cmocka_unit_test(test_dense_gemv),
+        cmocka_unit_test(test_sparse_gemv),
         cmocka_unit_test(test_conv2d),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_relu_and_dropout),
