@@ -1460,6 +1460,181 @@ out:
     return s;
 }
 
+/* ---- runtime benchmark: latency against S ----------------------------- */
+
+/* One panel per architecture of the latest bench-runtime run (see
+ * runtime.c): median latency against S, log-log, one line per (case
+ * family, strategy) of edgebayes, the roofline bound per family (dashed)
+ * and PyTorch's fastest variant per case (dotted). */
+static eb_status plot_runtime(rp_plot *p, const rp_table *t, const char *dir, eb_error *err)
+{
+    rp_runtime rt;
+    pfiles f;
+    size_t idx = 0, panels = 0;
+    eb_status s;
+
+    snprintf(p->title, sizeof p->title, "Runtime: latency against S");
+    if ((s = rp_runtime_load(t->d, &rt, err)) != EB_OK)
+        return s;
+    if (rt.n == 0) {
+        snprintf(p->note, sizeof p->note,
+                 "Skipped: the database holds no run of suite bench-runtime with latency rows"
+                 " (bench/runtime.c; jobs runtime/<case>/<strategy>/<side>, metric latency/p50).");
+        rp_runtime_free(&rt);
+        return EB_OK;
+    }
+    for (size_t i = 0; i < rt.n; i++)
+        if (i == 0 || strcmp(rt.rows[i].arch, rt.rows[i - 1].arch))
+            panels++;
+    p->width = (int)panels * 560 + 40;
+    p->height = 480;
+    snprintf(p->caption, sizeof p->caption,
+             "Median single-input latency (ms, log scale) against the number of posterior"
+             " draws S (log scale) from bench-runtime run #%lld, one panel per architecture:"
+             " a solid line per case family (the case without its S) and CPU strategy, the"
+             " roofline bound max(weight bytes / read bandwidth, FLOPs / peak FLOP/s) per"
+             " family dashed, and PyTorch's fastest variant per case dotted. Reads latency/p50"
+             " and roofline/bound_seconds of the jobs runtime/<case>/<strategy>/<side>.",
+             (long long)rt.run_id);
+    if ((s = files_open(&f, dir, p->name, err)) != EB_OK) {
+        rp_runtime_free(&rt);
+        return s;
+    }
+    gp_begin(f.gp.fp, p);
+    fprintf(f.gp.fp,
+            "    set multiplot layout 1,%zu title 'Latency against S (bench-runtime run #%lld)'\n"
+            "    set logscale xy\n    set grid xtics ytics mxtics mytics\n"
+            "    set key top left font ',8'\n    set xlabel 'S (posterior draws)'\n"
+            "    set ylabel 'median latency (ms)'\n    set offsets graph 0.05, graph 0.05, 0, 0\n",
+            panels, (long long)rt.run_id);
+    for (size_t a = 0; a < rt.n;) {
+        size_t b = a, color = 0;
+        int first = 1;
+        while (b < rt.n && !strcmp(rt.rows[b].arch, rt.rows[a].arch))
+            b++;
+        fputs("    set title ", f.gp.fp);
+        rp_gp_string(f.gp.fp, rt.rows[a].arch);
+        fputc('\n', f.gp.fp);
+        /* rows a..b are sorted by family, S, side, strategy */
+        for (size_t fa = a; fa < b;) {
+            size_t fb = fa;
+            while (fb < b && !strcmp(rt.rows[fb].family, rt.rows[fa].family))
+                fb++;
+            /* edgebayes: one series per strategy of this family */
+            for (size_t i = fa; i < fb; i++) {
+                const rp_rt_row *r = &rt.rows[i];
+                int seen = 0, any = 0;
+                char title[160];
+                if (strcmp(r->side, "edgebayes"))
+                    continue;
+                for (size_t k = fa; k < i && !seen; k++)
+                    seen = !strcmp(rt.rows[k].side, "edgebayes") &&
+                           !strcmp(rt.rows[k].strategy, r->strategy);
+                if (seen)
+                    continue;
+                fprintf(f.dat.fp, "%s# index %zu: %s, %s, edgebayes strategy %s\n# S median_ms\n",
+                        idx ? "\n\n" : "", idx, r->arch, r->family, r->strategy);
+                for (size_t k = fa; k < fb; k++)
+                    if (!strcmp(rt.rows[k].side, "edgebayes") &&
+                        !strcmp(rt.rows[k].strategy, r->strategy) && isfinite(rt.rows[k].median)) {
+                        fprintf(f.dat.fp, "%lld ", (long long)rt.rows[k].S);
+                        dat_num(f.dat.fp, rt.rows[k].median * 1e3);
+                        fputc('\n', f.dat.fp);
+                        any = 1;
+                    }
+                if (!any)
+                    fputs("NaN NaN\n", f.dat.fp);
+                snprintf(title, sizeof title, "%s %s", r->family, r->strategy);
+                fprintf(f.gp.fp, "%s'%s.dat' index %zu using 1:2 with linespoints pt 7 ps 0.7"
+                                 " lw 2 lc rgb '%s' title ",
+                        first ? "    plot " : ", \\\n         ", p->name, idx,
+                        palette[color % PALETTE_N]);
+                rp_gp_string(f.gp.fp, title);
+                first = 0;
+                idx++;
+                color++;
+            }
+            /* the bound of each case of the family (the smallest any row stored) */
+            {
+                int any = 0;
+                char title[160];
+                fprintf(f.dat.fp, "%s# index %zu: %s, %s, roofline bound\n# S bound_ms\n",
+                        idx ? "\n\n" : "", idx, rt.rows[fa].arch, rt.rows[fa].family);
+                for (size_t k = fa; k < fb;) {
+                    size_t e = k;
+                    double best = NAN;
+                    while (e < fb && rt.rows[e].S == rt.rows[k].S) {
+                        if (isfinite(rt.rows[e].bound) && !(rt.rows[e].bound >= best))
+                            best = rt.rows[e].bound;
+                        e++;
+                    }
+                    if (isfinite(best)) {
+                        fprintf(f.dat.fp, "%lld ", (long long)rt.rows[k].S);
+                        dat_num(f.dat.fp, best * 1e3);
+                        fputc('\n', f.dat.fp);
+                        any = 1;
+                    }
+                    k = e;
+                }
+                if (!any)
+                    fputs("NaN NaN\n", f.dat.fp);
+                snprintf(title, sizeof title, "%s bound", rt.rows[fa].family);
+                fprintf(f.gp.fp, "%s'%s.dat' index %zu using 1:2 with lines dt 2 lw 1.5"
+                                 " lc rgb '#000000' title ",
+                        first ? "    plot " : ", \\\n         ", p->name, idx);
+                rp_gp_string(f.gp.fp, title);
+                first = 0;
+                idx++;
+            }
+            /* PyTorch: the fastest variant at each S */
+            {
+                int any = 0;
+                char title[160];
+                for (size_t k = fa; k < fb;) {
+                    size_t e = k, best = SIZE_MAX;
+                    while (e < fb && rt.rows[e].S == rt.rows[k].S) {
+                        if (!strcmp(rt.rows[e].side, "pytorch") && isfinite(rt.rows[e].median) &&
+                            (best == SIZE_MAX || rt.rows[e].median < rt.rows[best].median))
+                            best = e;
+                        e++;
+                    }
+                    if (best != SIZE_MAX) {
+                        if (!any)
+                            fprintf(f.dat.fp,
+                                    "%s# index %zu: %s, %s, pytorch fastest variant\n"
+                                    "# S median_ms variant\n",
+                                    idx ? "\n\n" : "", idx, rt.rows[fa].arch, rt.rows[fa].family);
+                        fprintf(f.dat.fp, "%lld ", (long long)rt.rows[best].S);
+                        dat_num(f.dat.fp, rt.rows[best].median * 1e3);
+                        fputc(' ', f.dat.fp);
+                        rp_dat_string(f.dat.fp, rt.rows[best].strategy);
+                        fputc('\n', f.dat.fp);
+                        any = 1;
+                    }
+                    k = e;
+                }
+                if (any) {
+                    snprintf(title, sizeof title, "%s PyTorch (fastest)", rt.rows[fa].family);
+                    fprintf(f.gp.fp, "%s'%s.dat' index %zu using 1:2 with linespoints dt 3"
+                                     " pt 6 lw 2 lc rgb '#aa3377' title ",
+                            first ? "    plot " : ", \\\n         ", p->name, idx);
+                    rp_gp_string(f.gp.fp, title);
+                    first = 0;
+                    idx++;
+                }
+            }
+            fa = fb;
+        }
+        fputc('\n', f.gp.fp);
+        a = b;
+    }
+    gp_end(f.gp.fp, 1);
+    rp_runtime_free(&rt);
+    if ((s = files_commit(&f, err)) == EB_OK)
+        p->written = 1;
+    return s;
+}
+
 /* ---- all plots ------------------------------------------------------ */
 
 static const char *const plot_names[RP_N_PLOTS] = {
@@ -1474,6 +1649,7 @@ static const char *const plot_names[RP_N_PLOTS] = {
     [RP_PLOT_LATENCY] = "latency",
     [RP_PLOT_HISTORY] = "history",
     [RP_PLOT_SPARSITY] = "sparsity",
+    [RP_PLOT_RUNTIME] = "runtime",
 };
 
 eb_status rp_plots_write(rp_plot plots[RP_N_PLOTS], const rp_table *t, const char *plots_dir,
@@ -1521,7 +1697,8 @@ eb_status rp_plots_write(rp_plot plots[RP_N_PLOTS], const rp_table *t, const cha
         (s = plot_latency(&plots[RP_PLOT_LATENCY], t, plots_dir, err)) != EB_OK ||
         (s = plot_history(&plots[RP_PLOT_HISTORY], t, history, n_history, plots_dir, err)) !=
             EB_OK ||
-        (s = plot_sparsity(&plots[RP_PLOT_SPARSITY], t, plots_dir, err)) != EB_OK)
+        (s = plot_sparsity(&plots[RP_PLOT_SPARSITY], t, plots_dir, err)) != EB_OK ||
+        (s = plot_runtime(&plots[RP_PLOT_RUNTIME], t, plots_dir, err)) != EB_OK)
         return s;
     return EB_OK;
 }

@@ -333,7 +333,7 @@ static void write_conventions(FILE *fp, const extras *x)
 
 static eb_status write_index(const char *out_dir, const char *title, const char *db_name,
                              const rp_table *t, const rp_plot *plots, const extras *x,
-                             eb_error *err)
+                             const rp_runtime *rt, eb_error *err)
 {
     const rp_db *d = t->d;
     eb_tmpfile f;
@@ -372,6 +372,8 @@ static eb_status write_index(const char *out_dir, const char *title, const char 
                 "<nav>\n<ul>\n<li><a href=\"#provenance\">Provenance</a></li>\n"
                 "<li><a href=\"#results\">Results table</a></li>\n",
             EB_VERSION);
+    if (rt->n)
+        fputs("<li><a href=\"#runtime\">Runtime benchmark</a></li>\n", fp);
     for (int i = 0; i < RP_N_PLOTS; i++) {
         fprintf(fp, "<li><a href=\"#plot-%s\">", plots[i].name);
         rp_html_escape(fp, plots[i].title);
@@ -382,13 +384,16 @@ static eb_status write_index(const char *out_dir, const char *title, const char 
           fp);
     write_provenance(fp, d, x, db_name);
     write_results(fp, t);
+    if (rt->n)
+        rp_runtime_html(d, rt, fp);
     write_plots(fp, plots);
     write_conventions(fp, x);
     fputs("</main>\n</body>\n</html>\n", fp);
     return eb_tmpfile_commit(&f, err);
 }
 
-static eb_status write_markdown(const char *out_dir, const rp_table *t, eb_error *err)
+static eb_status write_markdown(const char *out_dir, const rp_table *t, const rp_runtime *rt,
+                                eb_error *err)
 {
     const rp_db *d = t->d;
     eb_tmpfile f;
@@ -416,6 +421,8 @@ static eb_status write_markdown(const char *out_dir, const rp_table *t, eb_error
     fputs("\nBest value per column in **bold** (\xE2\x86\x91 higher is better, \xE2\x86\x93"
           " lower); \xE2\x80\x94 = not measured; brackets: confidence interval.\n",
           f.fp);
+    if (rt->n)
+        rp_runtime_markdown(d, rt, f.fp);
     return eb_tmpfile_commit(&f, err);
 }
 
@@ -514,6 +521,7 @@ eb_status eb_report_write(const char *db_path, const char *out_dir,
     rp_table t;
     rp_plot plots[RP_N_PLOTS];
     extras x;
+    rp_runtime rt;
     size_t history[RP_N_COLUMNS], n_history = 0;
     char plots_dir[4096], stamp[15];
     const char *db_name, *title, *gnuplot;
@@ -524,6 +532,7 @@ eb_status eb_report_write(const char *db_path, const char *out_dir,
     memset(&t, 0, sizeof t);
     memset(plots, 0, sizeof plots);
     memset(&x, 0, sizeof x);
+    memset(&rt, 0, sizeof rt);
     if (!db_path || !db_path[0])
         return eb_error_set(err, EB_ERR_ARG, "no results database was given (--db)");
     if (!out_dir || !out_dir[0])
@@ -552,7 +561,8 @@ eb_status eb_report_write(const char *db_path, const char *out_dir,
         goto out;
     if ((s = eb_mkdirs(plots_dir, err)) != EB_OK)
         goto out;
-    if ((s = rp_plots_write(plots, &t, plots_dir, history, n_history, err)) != EB_OK)
+    if ((s = rp_plots_write(plots, &t, plots_dir, history, n_history, err)) != EB_OK ||
+        (s = rp_runtime_load(&d, &rt, err)) != EB_OK)
         goto out;
     /* Everything is read: end the read transaction before gnuplot runs. */
     sqlite3_exec(d.db, "COMMIT", NULL, NULL, NULL);
@@ -564,12 +574,13 @@ eb_status eb_report_write(const char *db_path, const char *out_dir,
     stamp_from(stamp, d.runs[d.latest].started_at);
     if ((s = rp_gnuplot_render(gnuplot, plots_dir, plots, RP_N_PLOTS, stamp, err)) != EB_OK)
         goto out;
-    if ((s = write_markdown(out_dir, &t, err)) != EB_OK ||
+    if ((s = write_markdown(out_dir, &t, &rt, err)) != EB_OK ||
         (s = write_latex(out_dir, &t, err)) != EB_OK ||
-        (s = write_index(out_dir, title, db_name, &t, plots, &x, err)) != EB_OK)
+        (s = write_index(out_dir, title, db_name, &t, plots, &x, &rt, err)) != EB_OK)
         goto out;
 out:
     rp_plots_free(plots);
+    rp_runtime_free(&rt);
     rp_table_free(&t);
     rp_arena_free(&x.arena);
     rp_db_close(&d);

@@ -7,6 +7,8 @@
  *              formats, HTML / Markdown / LaTeX writers and escaping
  *   plots.c    each plot's .dat and .gp, the Pareto front, mean curves
  *   gnuplot.c  running gnuplot as a child process, pinning PDF dates
+ *   runtime.c  the runtime benchmark's run (suite 'bench-runtime'): its
+ *              rows for the `runtime` plot and table
  *   report.c   eb_report_write: assembly and index.html
  *
  * Every string a query returns lives in the rp_db's arena and is freed
@@ -239,6 +241,7 @@ enum {
     RP_PLOT_LATENCY,
     RP_PLOT_HISTORY,
     RP_PLOT_SPARSITY,
+    RP_PLOT_RUNTIME,
     RP_N_PLOTS
 };
 
@@ -269,6 +272,37 @@ void rp_pareto_front(unsigned char *on_front, const double *x, const double *y, 
  * first series that every series has (x compared exactly). Writes up to
  * cap points to mx, my; returns the count. */
 size_t rp_mean_curve(double *mx, double *my, size_t cap, const rp_series *const *s, size_t k);
+
+/* ---- the runtime benchmark (runtime.c) ----------------------------- */
+
+/* One job of a bench-runtime run: runtime/<case>/<strategy>/<side>/tN.
+ * Times in seconds, bytes in bytes; NAN when not stored. */
+typedef struct rp_rt_row {
+    int64_t job_id;
+    const char *case_name, *strategy, *side, *arch;
+    const char *family; /* the case without "-s<S>": one line against S */
+    int64_t S;          /* jobs.draws */
+    double median, p99, bound, mem_bound, compute_bound, ratio, throughput, load_warm,
+        peak_rss;
+} rp_rt_row;
+
+typedef struct rp_runtime {
+    int64_t run_id; /* 0: the database holds no bench-runtime run */
+    size_t run;     /* index into rp_db.runs */
+    rp_rt_row *rows; /* (n) by arch, family, S, side, strategy; the machine job left out */
+    size_t n;
+    double bandwidth, peak_flops; /* the machine job's read bandwidth (bytes/s), peak flops/s */
+    rp_arena arena;
+} rp_runtime;
+
+/* The latest selected bench-runtime run, else the latest finished one.
+ * With none, EB_OK and run_id 0. Free with rp_runtime_free. */
+eb_status rp_runtime_load(rp_db *d, rp_runtime *out, eb_error *err);
+void rp_runtime_free(rp_runtime *rt);
+/* The runtime table as an HTML <section id="runtime"> and as a Markdown
+ * section (rt->n > 0). */
+void rp_runtime_html(const rp_db *d, const rp_runtime *rt, FILE *fp);
+void rp_runtime_markdown(const rp_db *d, const rp_runtime *rt, FILE *fp);
 
 /* ---- gnuplot (gnuplot.c) -------------------------------------------- */
 

@@ -1132,6 +1132,77 @@ static void test_sparsity_plot(void **state)
     unlink(db_path);
 }
 
+/* The runtime benchmark's run (suite bench-runtime): the `runtime` plot
+ * draws one line per strategy against S, the roofline bound and PyTorch's
+ * fastest variant; the runtime table lists every row but the machine's. */
+static void test_runtime_plot(void **state)
+{
+    char db_path[4096], out[4096], path[4200], *dat, *md, *html;
+    const char *loop, *bound, *torch;
+    sqlite3 *db;
+    (void)state;
+    scratch(db_path, sizeof db_path, "runtime.db");
+    scratch(out, sizeof out, "runtime");
+    rm_rf(out);
+    db = schema_db(db_path);
+    run_row(db, 1, "2024-05-01T02:00:00Z", "2024-05-01T03:00:00Z");
+    db_exec(db, "UPDATE runs SET suite = 'bench-runtime' WHERE id = 1");
+    job_row(db, 1, 1, "k1", "runtime/mlp-s1/loop/edgebayes/t2", "bench", "", 1, 0, "done", NULL);
+    job_row(db, 2, 1, "k2", "runtime/mlp-s10/loop/edgebayes/t2", "bench", "", 10, 0, "done",
+            NULL);
+    job_row(db, 3, 1, "k3", "runtime/mlp-s10/bmm/pytorch/t2", "bench", "", 10, 0, "done", NULL);
+    job_row(db, 4, 1, "k4", "runtime/mlp-s10/loop/pytorch/t2", "bench", "", 10, 0, "done", NULL);
+    job_row(db, 5, 1, "k5", "runtime/machine/roofline/edgebayes/t2", "bench", "", 0, 0, "done",
+            NULL);
+    job_row(db, 6, 1, "k6", "runtime/mlp-s100-int8/loop/edgebayes/t2", "bench", "", 100, 0,
+            "done", NULL);
+    metric(db, 1, "latency", "p50", "", 0.0001, NAN, NAN, 0, "s");
+    metric(db, 1, "roofline", "bound_seconds", "", 0.0002, NAN, NAN, 0, "s");
+    metric(db, 1, "roofline", "memory_bound_seconds", "", 0.0002, NAN, NAN, 0, "s");
+    metric(db, 1, "roofline", "compute_bound_seconds", "", 0.00001, NAN, NAN, 0, "s");
+    metric(db, 2, "latency", "p50", "", 0.003, NAN, NAN, 0, "s");
+    metric(db, 2, "roofline", "bound_seconds", "", 0.002, NAN, NAN, 0, "s");
+    metric(db, 2, "roofline", "ratio_to_bound", "", 1.5, NAN, NAN, 0, "");
+    metric(db, 3, "latency", "p50", "", 0.004, NAN, NAN, 0, "s");
+    metric(db, 4, "latency", "p50", "", 0.005, NAN, NAN, 0, "s");
+    metric(db, 5, "machine", "read_bandwidth", "", 1e10, NAN, NAN, 1, "bytes/s");
+    metric(db, 5, "machine", "peak_flops", "", 5e10, NAN, NAN, 1, "flops/s");
+    metric(db, 6, "latency", "p50", "", 0.007, NAN, NAN, 0, "s");
+    sqlite3_close(db);
+    write_report(db_path, out, NULL);
+
+    snprintf(path, sizeof path, "%s/plots/runtime.dat", out);
+    dat = slurp(path, NULL);
+    loop = strstr(dat, "# index 0: mlp, mlp, edgebayes strategy loop\n# S median_ms\n1 0.1\n10 3\n");
+    bound = strstr(dat, "# index 1: mlp, mlp, roofline bound\n# S bound_ms\n1 0.2\n10 2\n");
+    torch = strstr(dat, "# index 2: mlp, mlp, pytorch fastest variant\n# S median_ms variant\n"
+                        "10 4 \"bmm\"\n");
+    assert_true(loop && bound && torch && loop < bound && bound < torch);
+    /* the int8 case is its own family, a point of its own */
+    assert_non_null(strstr(dat, "# index 3: mlp, mlp-int8, edgebayes strategy loop\n"
+                                "# S median_ms\n100 7\n"));
+    assert_null(strstr(dat, "machine"));
+    eb_free(dat);
+    snprintf(path, sizeof path, "%s/plots/runtime.png", out);
+    assert_true(eb_file_exists(path));
+
+    snprintf(path, sizeof path, "%s/tables.md", out);
+    md = slurp(path, NULL);
+    assert_non_null(strstr(md, "## Runtime benchmark"));
+    assert_non_null(strstr(md, "| mlp-s1 | 1 | edgebayes | loop | 0.1 | \xE2\x80\x94 | 0.2 | memory"));
+    assert_non_null(strstr(md, "| mlp-s10 | 10 | edgebayes | loop | 3 | \xE2\x80\x94 | 2 |  | 1.5"));
+    assert_non_null(strstr(md, "| mlp-s10 | 10 | pytorch | bmm | 4 |"));
+    assert_null(strstr(md, "| machine"));
+    eb_free(md);
+    snprintf(path, sizeof path, "%s/index.html", out);
+    html = slurp(path, NULL);
+    assert_non_null(strstr(html, "<section id=\"runtime\">"));
+    assert_non_null(strstr(html, "read bandwidth 10 GB/s, peak 50 GFLOP/s"));
+    eb_free(html);
+    rm_rf(out);
+    unlink(db_path);
+}
+
 static void expect_failure(const char *db, const char *out, const eb_report_options *opt,
                            eb_status code, const char *needle)
 {
@@ -1265,6 +1336,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pareto_front),
         cmocka_unit_test(test_sparsity_plot),
+        cmocka_unit_test(test_runtime_plot),
         cmocka_unit_test(test_mean_curve),
         cmocka_unit_test(test_mark_best),
         cmocka_unit_test(test_escapes),
