@@ -1173,6 +1173,99 @@ out:
  * main
  * ==================================================================== */
 
+/* --load-probe: the deployment's first second, in a fresh process (so
+ * the peak RSS is this process's own, as PyTorch's ru_maxrss is): the
+ * bundle's bytes read cold with read(2) (the disk's time for them),
+ * then, the cache dropped again, a cold eb_device_load plus the first
+ * single-input prediction, and the process's peak RSS (VmHWM) with the
+ * baseline before the load. One JSON line. */
+static int load_probe(const char *path, const char *strategy, int threads)
+{
+    eb_error err;
+    eb_page_cache_state pc;
+    eb_proc_memory before, after;
+    eb_device *dev;
+    const eb_device_model *m;
+    eb_device_info info;
+    double t0, read_s, load_s, first_s;
+    float *x = NULL, *probs = NULL;
+    char *buf;
+    size_t got = 0;
+    FILE *fp;
+    eb_rng r;
+
+    eb_error_clear(&err);
+    if (eb_measure_proc_memory(&before, &err))
+        goto fail;
+    /* the disk: the file's bytes, cold, into a buffer freed before the load */
+    if (eb_measure_page_cache_drop(path, &pc, &err))
+        goto fail;
+    fp = fopen(path, "rb");
+    buf = malloc(1 << 20);
+    if (!fp || !buf) {
+        fprintf(stderr, "bench_runtime: cannot read '%s'\n", path);
+        if (fp)
+            fclose(fp);
+        free(buf);
+        return 1;
+    }
+    t0 = eb_measure_now();
+    for (size_t n; (n = fread(buf, 1, 1 << 20, fp)) > 0;)
+        got += n;
+    read_s = eb_measure_now() - t0;
+    fclose(fp);
+    free(buf);
+    if (eb_measure_page_cache_drop(path, &pc, &err) || eb_measure_proc_reset_peak(&err) ||
+        eb_measure_proc_memory(&before, &err))
+        goto fail;
+    dev = open_cpu(strategy, threads, 1, &err);
+    if (!dev)
+        goto fail;
+    t0 = eb_measure_now();
+    if (eb_device_load(dev, path, NULL, &err)) {
+        eb_device_close(dev);
+        goto fail;
+    }
+    load_s = eb_measure_now() - t0;
+    m = eb_device_model_info(dev);
+    x = malloc(m->in_size * sizeof *x);
+    probs = malloc((size_t)m->default_draws * (size_t)m->n_classes * sizeof *probs);
+    eb_rng_seed(&r, 1, 0);
+    for (size_t i = 0; x && i < m->in_size; i++)
+        x[i] = eb_rng_uniformf(&r);
+    t0 = eb_measure_now();
+    if (!x || !probs || eb_device_predict(dev, x, 1, 0, 0, 0, probs, &err)) {
+        eb_device_close(dev);
+        free(x);
+        free(probs);
+        goto fail;
+    }
+    first_s = eb_measure_now() - t0;
+    if (eb_measure_proc_memory(&after, &err) || eb_device_describe(dev, &info, &err)) {
+        eb_device_close(dev);
+        free(x);
+        free(probs);
+        goto fail;
+    }
+    printf("{\"side\": \"edgebayes\", \"probe\": \"load\", \"bundle\": \"%s\", \"strategy\": "
+           "\"%s\", \"threads\": %d, \"bundle_bytes\": %zu, \"disk_read_cold_s\": %.9g, "
+           "\"cold_verified\": %d, \"load_cold_s\": %.9g, \"first_predict_cold_s\": %.9g, "
+           "\"load_and_first_s\": %.9g, \"ratio_to_disk_read\": %.4g, "
+           "\"baseline_rss_bytes\": %llu, \"peak_rss_bytes\": %llu, "
+           "\"peak_minus_bundle_bytes\": %lld}\n",
+           path, info.strategy, threads, got, read_s, pc.verified, load_s, first_s,
+           load_s + first_s, (load_s + first_s) / read_s, (unsigned long long)before.vm_rss,
+           (unsigned long long)after.vm_hwm,
+           (long long)after.vm_hwm - (long long)got);
+    eb_device_close(dev);
+    free(x);
+    free(probs);
+    return 0;
+fail:
+    fprintf(stderr, "bench_runtime: load probe of '%s': %s\n", path, err.msg);
+    return 1;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
@@ -1180,13 +1273,14 @@ static void usage(void)
             "       bench_runtime --dir DIR [--threads T] [--batch B] [--min-seconds X]\n"
             "                     [--cases a,b] [--json] [--db DB [--label L]]\n"
             "       bench_runtime --ingest FILE.jsonl [--ingest FILE2.jsonl ...] --db DB"
-            " [--label L]\n");
+            " [--label L]\n"
+            "       bench_runtime --load-probe BUNDLE [--strategy NAME] [--threads T]\n");
 }
 
 int main(int argc, char **argv)
 {
     options o;
-    const char *setup_dir = NULL, *db = NULL, *label = NULL;
+    const char *setup_dir = NULL, *db = NULL, *label = NULL, *probe = NULL, *strategy = "auto";
     const char *ingest_files[16];
     size_t n_ingest = 0;
     uint64_t seed = 2024;
@@ -1224,6 +1318,10 @@ int main(int argc, char **argv)
             db = v;
         else if (!strcmp(a, "--label"))
             label = v;
+        else if (!strcmp(a, "--load-probe"))
+            probe = v;
+        else if (!strcmp(a, "--strategy"))
+            strategy = v;
         else if (!strcmp(a, "--ingest") && n_ingest < 16)
             ingest_files[n_ingest++] = v;
         else {
@@ -1233,6 +1331,8 @@ int main(int argc, char **argv)
     }
     if (setup_dir)
         return setup(setup_dir, seed);
+    if (probe)
+        return load_probe(probe, strategy, o.threads);
     if (n_ingest) {
         if (!db) {
             usage();
