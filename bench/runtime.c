@@ -1125,6 +1125,18 @@ static int ingest(const char *const *files, size_t n_files, const char *db_path,
             madd(&ms, "roofline", "bound_seconds", "", bound, "s", 0);
             madd(&ms, "roofline", "ratio_to_bound", "", med / bound, "", 0);
             madd(&ms, "verify", "max_abs_diff", "", rnum(r, "verify_max_abs"), "", 0);
+            /* --load-probe lines (strategy "probe-<resolved>"); NaN and so
+             * skipped on every other line */
+            madd(&ms, "load", "disk_read_seconds", "cache=cold", rnum(r, "disk_read_cold_s"), "s",
+                 0);
+            madd(&ms, "load", "load_and_first_seconds", "cache=cold",
+                 rnum(r, "load_and_first_s"), "s", 0);
+            madd(&ms, "load", "ratio_to_disk_read", "cache=cold", rnum(r, "ratio_to_disk_read"),
+                 "", 0);
+            madd(&ms, "memory", "peak_rss", "phase=process", rnum(r, "peak_rss_process_bytes"),
+                 "bytes", 0);
+            madd(&ms, "memory", "peak_rss_over_bundle", "phase=process",
+                 rnum(r, "peak_minus_bundle_bytes"), "bytes", 0);
             if (!strcmp(r->side, "edgebayes") && t)
                 madd(&ms, "latency", "ratio_to_pytorch", "", med / rnum(t, "latency_median_s"),
                      "", 0);
@@ -1247,11 +1259,21 @@ static int load_probe(const char *path, const char *strategy, int threads)
         free(probs);
         goto fail;
     }
-    printf("{\"side\": \"edgebayes\", \"probe\": \"load\", \"bundle\": \"%s\", \"strategy\": "
+    {
+        const char *base = strrchr(path, '/');
+        size_t len;
+        base = base ? base + 1 : path;
+        len = strlen(base);
+        if (len > 4 && !strcmp(base + len - 4, ".ebb"))
+            len -= 4;
+        printf("{\"side\": \"edgebayes\", \"case\": \"%.*s\", \"strategy\": \"probe-%s\", ",
+               (int)len, base, info.strategy);
+    }
+    printf("\"probe\": \"load\", \"bundle\": \"%s\", \"resolved\": "
            "\"%s\", \"threads\": %d, \"bundle_bytes\": %zu, \"disk_read_cold_s\": %.9g, "
            "\"cold_verified\": %d, \"load_cold_s\": %.9g, \"first_predict_cold_s\": %.9g, "
            "\"load_and_first_s\": %.9g, \"ratio_to_disk_read\": %.4g, "
-           "\"baseline_rss_bytes\": %llu, \"peak_rss_bytes\": %llu, "
+           "\"baseline_rss_bytes\": %llu, \"peak_rss_process_bytes\": %llu, "
            "\"peak_minus_bundle_bytes\": %lld}\n",
            path, info.strategy, threads, got, read_s, pc.verified, load_s, first_s,
            load_s + first_s, (load_s + first_s) / read_s, (unsigned long long)before.vm_rss,
