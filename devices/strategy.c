@@ -62,6 +62,8 @@ const eb_strategy_ops eb_strategy_loop = {
 const eb_strategy_ops *const eb_strategies[] = {
     &eb_strategy_stacked_f32,
     &eb_strategy_sparse,
+    &eb_strategy_prefix,
+    &eb_strategy_lrt,
     &eb_strategy_loop, /* last: supports everything */
     NULL,
 };

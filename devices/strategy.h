@@ -105,5 +105,13 @@ static inline void eb_strategy_split(uint32_t S, int T, int t, uint32_t *lo, uin
 extern const eb_strategy_ops eb_strategy_loop;          /* strategy.c */
 extern const eb_strategy_ops eb_strategy_stacked_f32;   /* strategy_stacked.c */
 extern const eb_strategy_ops eb_strategy_sparse;        /* strategy_sparse.c */
+extern const eb_strategy_ops eb_strategy_lrt;           /* strategy_lrt.c */
+extern const eb_strategy_ops eb_strategy_prefix;        /* strategy_prefix.c */
+
+/* ---- test hooks (internal) ----------------------------------------- */
+/* lrt: the first dense layer's pre-activation mean and variance
+ * (units0 each) for one input x (in_size), through the kernels run uses.
+ * state is an lrt strategy's (eb_strategy_lrt.create). */
+void eb_strategy__lrt_first_moments(void *state, const float *x, float *mean, float *var);
 
 #endif /* EB_DEVICES_STRATEGY_H */
