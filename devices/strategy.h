@@ -104,5 +104,6 @@ static inline void eb_strategy_split(uint32_t S, int T, int t, uint32_t *lo, uin
 /* The registry's entries, defined in devices/strategy_*.c. */
 extern const eb_strategy_ops eb_strategy_loop;          /* strategy.c */
 extern const eb_strategy_ops eb_strategy_stacked_f32;   /* strategy_stacked.c */
+extern const eb_strategy_ops eb_strategy_stacked_q;     /* strategy_stacked_q.c */
 
 #endif /* EB_DEVICES_STRATEGY_H */
