@@ -61,6 +61,7 @@ const eb_strategy_ops eb_strategy_loop = {
 
 const eb_strategy_ops *const eb_strategies[] = {
     &eb_strategy_stacked_f32,
+    &eb_strategy_stacked_q, /* the same name for int8/f16 samples */
     &eb_strategy_sparse,
     &eb_strategy_prefix,
     &eb_strategy_lrt,

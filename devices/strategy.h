@@ -104,6 +104,7 @@ static inline void eb_strategy_split(uint32_t S, int T, int t, uint32_t *lo, uin
 /* The registry's entries, defined in devices/strategy_*.c. */
 extern const eb_strategy_ops eb_strategy_loop;          /* strategy.c */
 extern const eb_strategy_ops eb_strategy_stacked_f32;   /* strategy_stacked.c */
+extern const eb_strategy_ops eb_strategy_stacked_q;     /* strategy_stacked_q.c */
 extern const eb_strategy_ops eb_strategy_sparse;        /* strategy_sparse.c */
 extern const eb_strategy_ops eb_strategy_lrt;           /* strategy_lrt.c */
 extern const eb_strategy_ops eb_strategy_prefix;        /* strategy_prefix.c */

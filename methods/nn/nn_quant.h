@@ -111,6 +111,39 @@ void eb_qkern_dense_f16(float *out, float *wbuf, const float *x, const uint16_t 
 void eb_qkern_dense_f16_naive(float *out, const float *x, const uint16_t *w, const float *b,
                               int n, int NI, int NO);
 
+/* ---- GEMV kernels: one input row, y (NO) = W (NO, NI) . x + b ---------
+ *
+ * For a single input (the latency path) each weight is read once and
+ * used once, so these are bound by reading W; they exist to do nothing
+ * else (no blocking for reuse, no OpenBLAS call). */
+
+/* int8: qx (NI) is one row already quantized with eb_quant_int8_run_i16
+ * (scale sx); out[o] = (float)(qx . qw[o]) * (sx * sw[o]) + b[o], the
+ * expression of eb_qkern_dense_i8, so for the same row the two agree bit
+ * for bit. The naive reference quantizes x (NI) itself
+ * (eb_quant_int8_run_naive) and loops. NI <= EB_QUANT_I8_MAX_NI. */
+void eb_qkern_gemv_i8(float *out, const int16_t *qx, float sx, const int8_t *qw,
+                      const float *sw, const float *b, int NI, int NO);
+void eb_qkern_gemv_i8_naive(float *out, const float *x, const int8_t *qw, const float *sw,
+                            const float *b, int NI, int NO);
+/* f16: w (NO, NI) f16 bits, x (NI), b (NO). For each o, 16 float lanes
+ * a[l] accumulate h2f(w[o][i + l]) * x[i + l] over i = 0, 16, ... below
+ * NV = NI - NI % 16, then s = a[0] + ... + a[15] in order, the tail's
+ * products are added one at a time, and out[o] = s + b[o] (no FMA). The
+ * fast version takes AVX2 + F16C (vcvtph2ps) where the CPU has them and
+ * portable C otherwise (eb_qkern_gemv_f16_portable, exposed for the
+ * test): the same operations in the same order, so the same bits. It is
+ * not eb_qkern_dense_f16's sum (OpenBLAS's order), so it differs from it
+ * by float rounding. The naive reference accumulates in double. */
+void eb_qkern_gemv_f16(float *out, const float *x, const uint16_t *w, const float *b, int NI,
+                       int NO);
+void eb_qkern_gemv_f16_portable(float *out, const float *x, const uint16_t *w, const float *b,
+                                int NI, int NO);
+void eb_qkern_gemv_f16_naive(float *out, const float *x, const uint16_t *w, const float *b,
+                             int NI, int NO);
+/* 1 when eb_qkern_gemv_f16 runs its F16C path on this CPU. */
+int eb_qkern_gemv_f16_uses_f16c(void);
+
 /* conv2d 3x3, stride 1, no padding over inp (n, H, W, C) -> out
  * (n, H-2, W-2, NO), weights W (NO, 3, 3, C) as in eb_nn.h. The fast
  * versions lower to the dense kernels above through cols
@@ -220,6 +253,13 @@ eb_status eb_qweights_new(const eb_arch *arch, eb_qnet_storage storage, const vo
                           const float *scales, const uint64_t *groups, size_t n_groups,
                           eb_qweights **out, eb_error *err);
 void eb_qweights_free(eb_qweights *w);
+/* Layer i's weights as the kernels read them: *values the layer's W
+ * (typed by the storage, borrowed from the values given to
+ * eb_qweights_new), *scale its per-output-channel int8 scales (units;
+ * NULL for f16 and f32 or a layer without weights) and *bias its f32
+ * biases (units). arch is the one the weights were made for. */
+void eb_qweights_layer(const eb_qweights *w, const eb_arch *arch, int i, const void **values,
+                       const float **scale, const float **bias);
 /* Bytes the weights own: the f32 biases, the int8 channel scales and the
  * handle; not the borrowed values. */
 size_t eb_qweights_bytes(const eb_qweights *w);

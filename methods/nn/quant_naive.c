@@ -156,6 +156,18 @@ void eb_qkern_dense_f16_naive(float *out, const float *x, const uint16_t *w, con
         }
 }
 
+void eb_qkern_gemv_i8_naive(float *out, const float *x, const int8_t *qw, const float *sw,
+                            const float *b, int NI, int NO)
+{
+    eb_qkern_dense_i8_naive(out, x, qw, sw, b, 1, NI, NO);
+}
+
+void eb_qkern_gemv_f16_naive(float *out, const float *x, const uint16_t *w, const float *b,
+                             int NI, int NO)
+{
+    eb_qkern_dense_f16_naive(out, x, w, b, 1, NI, NO);
+}
+
 /* The patch at output pixel (oy, ox) of image img, ordered (ky, kx, c). */
 static void gather_patch(float *patch, const float *inp, int img, int oy, int ox, int H, int W,
                          int C)
