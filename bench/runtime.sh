@@ -130,7 +130,7 @@ awk '
     for (i = 1; i <= nc; i++) { c = order[i]
       for (j = 1; j <= ns[c]; j++) { s = strat[c, j]; k = c SUBSEP s
         printf "%-9s %-22s %11s %11s %-9s %9s\n", c, "edgebayes/" s, ms(eb[k]), ms(ebp[k]), ebv[k],
-               (c in pt) ? sprintf("%.2f", pt[c] / eb[k]) : "-"
+               ((c in pt) && eb[k] > 0) ? sprintf("%.2f", pt[c] / eb[k]) : "-"
       }
       if (c in pt)
         printf "%-9s %-22s %11s %11s %-9s %9s\n", c, "pytorch/" ptw[c], ms(pt[c]), ms(ptp[c]), ptv[c], "1.00"
