@@ -140,18 +140,20 @@ def input_tensor(shape, x):
 # ---------------------------------------------------------------- builds
 
 def build_loop(layers, params):
-    """S independent nn.Sequential members."""
+    """S independent nn.Sequential members, built from the state's slices."""
     import torch
     nn = torch.nn
+    skip_init = torch.nn.utils.skip_init
     S = params[0].shape[0]
     members = []
     for s in range(S):
         mods, p = [], 0
         for L in layers:
+            # skip_init: no random initialisation of weights overwritten next
             if L["op"] == "conv":
-                m = nn.Conv2d(L["c"], L["o"], 3)
+                m = skip_init(nn.Conv2d, L["c"], L["o"], 3)
             elif L["op"] == "dense":
-                m = nn.Linear(L["i"], L["o"])
+                m = skip_init(nn.Linear, L["i"], L["o"])
             elif L["op"] == "maxpool":
                 m = nn.MaxPool2d(2)
             elif L["op"] == "relu":
