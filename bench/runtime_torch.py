@@ -283,9 +283,25 @@ def set_threads(threads):
             pass
 
 
+def openblas_path():
+    """The OpenBLAS library mapped into this process (torch's), or ""."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if os.path.basename(path).startswith("libopenblas"):
+                    return path
+    except OSError:
+        pass
+    return ""
+
+
 def openblas():
     """The libopenblas.so.0 torch loaded (dlopen by soname returns the one
-    already mapped), or None."""
+    already mapped), or None when torch loaded no OpenBLAS: then dlopen
+    would load another library than the one torch runs."""
+    if not openblas_path():
+        return None
     try:
         return ctypes.CDLL("libopenblas.so.0")
     except OSError:
@@ -294,13 +310,7 @@ def openblas():
 
 def blas_info():
     import torch
-    lib_path = ""
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            path = line.split()[-1]
-            if "openblas" in path and os.path.basename(path).startswith("libopenblas"):
-                lib_path = path
-                break
+    lib_path = openblas_path()
     lib = openblas()
     if lib is not None:
         try:
