@@ -914,7 +914,7 @@ static double json_num_field(const char *line, const char *key)
 
 typedef struct row {
     char side[16], case_name[48], strategy[48], resolved[48], arch[16], repr[16], storage[16],
-        blas[160], core[64], isa[32];
+        blas[160], core[64], isa[32], variant_blas[16];
     int threads;
     uint32_t S;
     char *line; /* owned */
@@ -1018,6 +1018,8 @@ static int read_rows(const char *file, row **rows, size_t *n, size_t *cap)
             r.core[0] = '\0';
         if (json_field(line, "isa", r.isa, sizeof r.isa))
             r.isa[0] = '\0';
+        if (json_field(line, "variant_blas", r.variant_blas, sizeof r.variant_blas))
+            r.variant_blas[0] = '\0';
         r.threads = json_field(line, "threads", num, sizeof num) ? 0 : atoi(num);
         r.S = json_field(line, "S", num, sizeof num) ? case_draws(r.case_name)
                                                       : (uint32_t)strtoul(num, NULL, 10);
@@ -1076,16 +1078,26 @@ static int ingest(const char *const *files, size_t n_files, const char *db_path,
         const row *r = &rows[i];
         eb_results_job_def def;
         mset ms;
-        char name[256], key[65], settings[512];
+        char name[256], key[65], settings[1024];
         int dup = 0;
         if (snprintf(name, sizeof name, "runtime/%s/%s/%s/t%d", r->case_name, r->strategy,
                      r->side, r->threads) >= (int)sizeof name)
             continue;
-        /* a repeated line (the same pair measured twice) keeps the first */
-        for (size_t k = 0; k < i && !dup; k++)
-            dup = !strcmp(rows[k].case_name, r->case_name) &&
-                  !strcmp(rows[k].strategy, r->strategy) && !strcmp(rows[k].side, r->side) &&
-                  rows[k].threads == r->threads;
+        /* the same pair measured more than once (under each OpenBLAS
+         * build): the fastest median is stored, the first of equals */
+        for (size_t k = 0; k < n && !dup; k++) {
+            double mk, mi;
+            if (k == i || strcmp(rows[k].case_name, r->case_name) ||
+                strcmp(rows[k].strategy, r->strategy) || strcmp(rows[k].side, r->side) ||
+                rows[k].threads != r->threads)
+                continue;
+            mk = rnum(&rows[k], "latency_median_s");
+            mi = rnum(r, "latency_median_s");
+            if (!isfinite(mi) || !isfinite(mk))
+                dup = k < i; /* no latency (machine, probe lines): the first */
+            else
+                dup = mk < mi || (mk == mi && k < i);
+        }
         if (dup)
             continue;
         if (eb_sha256_buffer(name, strlen(name), key, &err))
@@ -1165,9 +1177,9 @@ static int ingest(const char *const *files, size_t n_files, const char *db_path,
         if (snprintf(settings, sizeof settings,
                      "{\"case\": \"%s\", \"strategy\": \"%s\", \"resolved\": \"%s\", \"side\": "
                      "\"%s\", \"repr\": \"%s\", \"storage\": \"%s\", \"threads\": %d, \"blas\": "
-                     "\"%s\", \"core\": \"%s\", \"isa\": \"%s\"}",
+                     "\"%s\", \"core\": \"%s\", \"isa\": \"%s\", \"openblas_variant\": \"%s\"}",
                      r->case_name, r->strategy, r->resolved, r->side, r->repr, r->storage,
-                     r->threads, r->blas, r->core, r->isa) >= (int)sizeof settings)
+                     r->threads, r->blas, r->core, r->isa, r->variant_blas) >= (int)sizeof settings)
             snprintf(settings, sizeof settings, "{\"case\": \"%s\"}", r->case_name);
         memset(&def, 0, sizeof def);
         def.key = key;

@@ -97,6 +97,20 @@ for v in "${variants[@]}"; do
   fi
 done
 
+# Cold load plus the first prediction, each bundle in a fresh process
+# (bench_runtime --load-probe: the disk's time for the bytes, the load, the
+# process's peak RSS), under the first OpenBLAS variant (a load does not
+# use BLAS).
+if [ "$have_c" = 1 ]; then
+  v=${variants[0]}
+  env=(env OMP_NUM_THREADS="$threads")
+  [ "$v" != default ] && env+=(LD_LIBRARY_PATH="$libdir/openblas-$v")
+  for f in "$dir"/*.ebb; do
+    echo "bench: load probe $(basename "$f")" >&2
+    "${env[@]}" "$bin" --load-probe "$f" --threads "$threads" | tag "$v" || status=1
+  done
+fi
+
 # Summary per case: each edgebayes strategy at its fastest OpenBLAS variant,
 # PyTorch's fastest variant (over its variants and the OpenBLAS builds), and
 # the ratio of medians PyTorch/edgebayes (above 1: edgebayes is faster).
