@@ -60,12 +60,14 @@
 #include "methods/nn/nn_kernels.h"
 
 /* Rows of one matrix product: the S draws of one input in nblk =
- * ceil(S / RB) blocks of equal size (to one row), so S = 100 makes four
- * blocks of 25 that two or four threads share evenly. OpenBLAS's sgemm
+ * ceil(S / RB) blocks of equal size (to one row), so S = 100 makes two
+ * blocks of 50, one per thread at two threads (64 rather than 32: on
+ * this 2-core machine the larger products cut S = 100 from 0.42 to 0.28
+ * ms). OpenBLAS's sgemm
  * does not give a row the same bits whatever the number of rows beside
  * it (its small-matrix kernels sum in another order), so the blocks are
  * fixed by (input, S) alone and only their assignment to threads varies. */
-#define RB 32
+#define RB 64
 /* Inputs whose first-layer moments are computed per pass. */
 #define CHUNK 64
 
