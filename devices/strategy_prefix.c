@@ -134,10 +134,11 @@ static eb_status prefix_create(const eb_posterior *p, int max_batch, uint32_t ma
     st->bytes = total * sizeof(float);
     st->pre_block = eb_malloc_aligned(64, st->bytes);
     if (!st->pre_block) {
+        const size_t cap = st->chunk_cap;
         eb_free(st);
         return eb_error_set(err, EB_ERR_NOMEM,
                             "out of memory: the prefix strategy needs %zu bytes for %zu inputs",
-                            total * sizeof(float), st->chunk_cap);
+                            total * sizeof(float), cap);
     }
     q = st->pre_block;
     st->pa = q;

@@ -94,9 +94,11 @@ static void build_table(sparse *sp, uint32_t t, uint64_t lo, uint64_t hi)
     int64_t *bp = sp->bp + (size_t)t * sp->B;
     for (int i = 0; i < a->n_layers; i++) {
         const eb_layer *L = &a->layers[i];
-        const uint64_t off = L->param_offset, row = L->n_weights / (uint64_t)L->units;
+        uint64_t off, row;
         if (!has_params(L))
             continue;
+        off = L->param_offset;
+        row = L->n_weights / (uint64_t)L->units;
         for (int o = 0; o <= L->units; o++)
             rp[sp->rp_off[i] + (size_t)o] = lower_bound(idx, lo, hi, off + (uint64_t)o * row);
         for (int o = 0; o < L->units; o++) {
