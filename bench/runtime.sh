@@ -20,7 +20,8 @@
 # $EB_BENCH_DB (default out/results.db). $EB_BENCH_THREADS (default 2)
 # sets the thread count of both sides; $EB_RUNTIME_DIR (default
 # out/bench/runtime) where the posteriors are written; $EB_RUNTIME_TORCH_ARGS
-# extra options for runtime_torch.py (a quick smoke run:
+# extra options for runtime_torch.py and $EB_RUNTIME_ARGS for bench_runtime
+# --dir (e.g. "--min-seconds 1"; a quick smoke run of the peer:
 # "--min-seconds 0.2 --min-queries 20 --throughput-seconds 0.2 --load-runs 1").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,7 +81,8 @@ for v in "${variants[@]}"; do
   [ "$v" != default ] && env+=(LD_LIBRARY_PATH="$libdir/openblas-$v")
   if [ "$have_c" = 1 ]; then
     echo "bench: edgebayes threads=$threads openblas-$v" >&2
-    "${env[@]}" "$bin" --dir "$dir" --threads "$threads" --json | tag "$v"
+    # shellcheck disable=SC2086
+    "${env[@]}" "$bin" --dir "$dir" --threads "$threads" --json ${EB_RUNTIME_ARGS:-} | tag "$v"
   fi
   if [ "$have_torch" = 1 ]; then
     for c in "${cases[@]}"; do
