@@ -1532,6 +1532,13 @@ static eb_status plot_runtime(rp_plot *p, const rp_table *t, const char *dir, eb
                            !strcmp(rt.rows[k].strategy, r->strategy);
                 if (seen)
                     continue;
+                /* a strategy with no latency (a load probe's row) draws nothing */
+                for (size_t k = fa; k < fb && !any; k++)
+                    any = !strcmp(rt.rows[k].side, "edgebayes") &&
+                          !strcmp(rt.rows[k].strategy, r->strategy) && isfinite(rt.rows[k].median);
+                if (!any)
+                    continue;
+                any = 0;
                 fprintf(f.dat.fp, "%s# index %zu: %s, %s, edgebayes strategy %s\n# S median_ms\n",
                         idx ? "\n\n" : "", idx, r->arch, r->family, r->strategy);
                 for (size_t k = fa; k < fb; k++)

@@ -266,6 +266,8 @@ void rp_runtime_html(const rp_db *d, const rp_runtime *rt, FILE *fp)
           fp);
     for (size_t i = 0; i < rt->n; i++) {
         const rp_rt_row *r = &rt->rows[i];
+        if (!isfinite(r->median))
+            continue; /* a load probe's row: no latency to show here */
         fputs("<tr><td>", fp);
         rp_html_escape(fp, r->case_name);
         fprintf(fp, "</td><td>%lld</td><td>", (long long)r->S);
@@ -299,6 +301,8 @@ void rp_runtime_markdown(const rp_db *d, const rp_runtime *rt, FILE *fp)
           fp);
     for (size_t i = 0; i < rt->n; i++) {
         const rp_rt_row *r = &rt->rows[i];
+        if (!isfinite(r->median))
+            continue; /* a load probe's row: no latency to show here */
         fputs("| ", fp);
         rp_md_escape(fp, r->case_name);
         fprintf(fp, " | %lld | ", (long long)r->S);
