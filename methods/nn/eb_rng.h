@@ -36,7 +36,23 @@ void eb_rng_seed(eb_rng *r, uint64_t seed, uint64_t stream);
 /* splitmix64 of x: a cheap 64-bit mixer, also used to derive keys. */
 uint64_t eb_rng_mix64(uint64_t x);
 
-uint64_t eb_rng_next(eb_rng *r);
+/* The next 64 bits (xoshiro256**). Inline: the samplers' and the lrt
+ * strategy's normals call it once per value, and a call costs as much as
+ * the generator itself. */
+static inline uint64_t eb_rng_next(eb_rng *r)
+{
+    uint64_t *s = r->s;
+    const uint64_t x = s[1] * 5;
+    const uint64_t result = ((x << 7) | (x >> 57)) * 9;
+    const uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = (s[3] << 45) | (s[3] >> 19);
+    return result;
+}
 /* Uniform in [0, 1) with 53 (double) or 24 (float) random bits. */
 double eb_rng_uniform(eb_rng *r);
 float eb_rng_uniformf(eb_rng *r);

@@ -26,25 +26,6 @@ void eb_rng_seed(eb_rng *r, uint64_t seed, uint64_t stream)
     r->has_spare = 0;
 }
 
-static inline uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-uint64_t eb_rng_next(eb_rng *r)
-{
-    uint64_t *s = r->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
 double eb_rng_uniform(eb_rng *r)
 {
     return (double)(eb_rng_next(r) >> 11) * 0x1.0p-53;
