@@ -63,7 +63,7 @@
  * The cases.
  * ==================================================================== */
 
-typedef enum { CASE_SAMPLES, CASE_INT8, CASE_GAUSSIAN, CASE_DROPOUT } case_kind;
+typedef enum { CASE_SAMPLES, CASE_INT8, CASE_GAUSSIAN, CASE_DROPOUT, CASE_F16 } case_kind;
 
 typedef struct bench_case {
     const char *name;
@@ -78,6 +78,7 @@ static const bench_case cases[] = {
     {"mlp-s30", "mlp", CASE_SAMPLES, 30},
     {"mlp-s100", "mlp", CASE_SAMPLES, 100},
     {"mlp-s100-int8", "mlp", CASE_INT8, 100}, /* quantized from mlp-s100 */
+    {"mlp-s100-f16", "mlp", CASE_F16, 100},   /* the same, f16 */
     {"mlp-vi-s100", "mlp", CASE_GAUSSIAN, 100},
     {"mlp-dropout-s30", "mlp", CASE_DROPOUT, 30},
     {"cnn-s1", "cnn", CASE_SAMPLES, 1},
@@ -239,14 +240,14 @@ static int setup(const char *dir, uint64_t seed)
             eb_error_set(&err, EB_ERR_ARG, "directory name '%s' too long", dir);
             goto fail;
         }
-        if (c->kind == CASE_INT8) {
+        if (c->kind == CASE_INT8 || c->kind == CASE_F16) {
             /* the quantize transform of the f32 bundle with the same S */
             const eb_transform *t = eb_transform_find("quantize");
             eb_settings s;
             char parent[4096];
             snprintf(parent, sizeof parent, "%s/%s-s%u.ebb", dir, c->arch, c->S);
             if (!t || eb_transform_settings(t, &s, &err) ||
-                eb_settings_set(&s, "precision", "int8", &err) ||
+                eb_settings_set(&s, "precision", c->kind == CASE_INT8 ? "int8" : "f16", &err) ||
                 eb_transform_bundle(t, parent, NULL, &s, seed, 1, NULL, NULL, out, NULL, &err))
                 goto fail;
             fprintf(stderr, "bench_runtime: wrote %s\n", out);
@@ -641,7 +642,7 @@ static int measure_pair(const options *o, const bench_case *c, const char *path,
     snprintf(r->resolved, sizeof r->resolved, "%s", info.strategy);
     r->arch = c->arch;
     r->repr = eb_repr_name(m->repr);
-    r->storage = c->kind == CASE_INT8 ? "int8" : "f32";
+    r->storage = c->kind == CASE_INT8 ? "int8" : c->kind == CASE_F16 ? "f16" : "f32";
     r->S = m->default_draws;
     r->K = m->n_params;
     r->threads = o->threads;
