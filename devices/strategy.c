@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <omp.h>
+
 #include "common/eb_alloc.h"
 #include "devices/strategy.h"
 #include "methods/nn/eb_nn.h"
@@ -159,6 +161,44 @@ void eb_strategy_close(eb_strategy_run *r)
         r->ops->destroy(r->state);
     if (r)
         memset(r, 0, sizeof *r);
+}
+
+void eb_strategy_run_members(const eb_members_plan *plan, const float *x, size_t n, uint32_t S,
+                             int T, float *probs)
+{
+    const size_t C = plan->C, chunk = (size_t)plan->chunk;
+    for (size_t first = 0; first < n; first += chunk) {
+        const int nb = (int)(n - first < chunk ? n - first : chunk);
+        const float *xc = x + first * plan->in_size;
+        float *pc = probs + first * S * C;
+        if (plan->prepare)
+            plan->prepare(plan->state, xc, nb);
+#pragma omp parallel num_threads(T) if (T > 1)
+        {
+            const int t = omp_get_thread_num();
+            float *scratch = plan->scratch(plan->state, t);
+            uint32_t lo, hi;
+            eb_strategy_split(S, T, t, &lo, &hi);
+            for (uint32_t s = lo; s < hi; s++) {
+                eb_softmax(scratch, plan->member(plan->state, t, s, xc, nb), nb, (int)C);
+                for (int i = 0; i < nb; i++)
+                    memcpy(pc + ((size_t)i * S + s) * C, scratch + (size_t)i * C,
+                           C * sizeof(float));
+            }
+        }
+    }
+}
+
+eb_status eb_strategy_threads(uint32_t S, uint32_t max_draws, int threads, int *T,
+                              eb_error *err)
+{
+    if (S == 0 || S > max_draws)
+        return eb_error_set(err, EB_ERR_ARG, "asked for %u draws; this predictor allows 1 to %u",
+                            S, max_draws);
+    *T = threads < 1 ? 1 : threads > EB_STRATEGY_MAX_THREADS ? EB_STRATEGY_MAX_THREADS : threads;
+    if ((uint32_t)*T > S)
+        *T = (int)S;
+    return EB_OK;
 }
 
 int eb_strategy_blas_serial_begin(void)

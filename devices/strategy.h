@@ -101,6 +101,29 @@ static inline void eb_strategy_split(uint32_t S, int T, int t, uint32_t *lo, uin
     *hi = (uint32_t)(((uint64_t)S * (uint64_t)(t + 1)) / (uint64_t)T);
 }
 
+/* The plan the member-parallel strategies (stacked f32 and int8/f16,
+ * sparse) share: inputs `chunk` at a time; per chunk, `prepare` (may be
+ * NULL) once for work every member shares, then the S members split into
+ * contiguous runs over T threads (eb_strategy_split), member s's logits
+ * (nb, C) from `member` on thread t, softmaxed into scratch(t) ((chunk, C)
+ * floats) and written to probs (n, S, C). */
+typedef struct eb_members_plan {
+    void *state;
+    size_t in_size, C;
+    int chunk;
+    void (*prepare)(void *state, const float *x, int nb);
+    const float *(*member)(void *state, int t, uint32_t s, const float *x, int nb);
+    float *(*scratch)(void *state, int t);
+} eb_members_plan;
+void eb_strategy_run_members(const eb_members_plan *plan, const float *x, size_t n, uint32_t S,
+                             int T, float *probs);
+
+/* Checks 1 <= S <= max_draws (EB_ERR_ARG otherwise) and sets *T to the
+ * threads a run of S members uses: threads clamped to [1,
+ * EB_STRATEGY_MAX_THREADS] and to S. */
+eb_status eb_strategy_threads(uint32_t S, uint32_t max_draws, int threads, int *T,
+                              eb_error *err);
+
 /* The registry's entries, defined in devices/strategy_*.c. */
 extern const eb_strategy_ops eb_strategy_loop;          /* strategy.c */
 extern const eb_strategy_ops eb_strategy_stacked_f32;   /* strategy_stacked.c */

@@ -20,8 +20,6 @@
  * count or batch split. */
 #include <string.h>
 
-#include <omp.h>
-
 #include "common/eb_alloc.h"
 #include "devices/strategy.h"
 #include "methods/nn/eb_nn.h"
@@ -251,44 +249,33 @@ static const float *member_forward(const sparse *sp, uint32_t s, const float *x,
     return in;
 }
 
+static const float *sparse_member(void *state, int t, uint32_t s, const float *x, int nb)
+{
+    sparse *sp = state;
+    return member_forward(sp, s, x, nb, &sp->ws[t]);
+}
+
+static float *sparse_scratch(void *state, int t)
+{
+    return ((sparse *)state)->ws[t].probs;
+}
+
 static eb_status sparse_run(void *state, const float *x, size_t n, uint32_t S, uint64_t seed,
                             uint64_t first_example, int threads, float *probs, eb_error *err)
 {
     sparse *sp = state;
     const eb_arch *a = &sp->p->arch;
-    const size_t C = (size_t)a->n_classes;
-    int T = threads < 1 ? 1 : threads > EB_STRATEGY_MAX_THREADS ? EB_STRATEGY_MAX_THREADS : threads;
+    const eb_members_plan plan = {sp, a->in_size, (size_t)a->n_classes, CHUNK, NULL,
+                                  sparse_member, sparse_scratch};
     eb_status rc;
-    int blas;
+    int T, blas;
     (void)seed;
     (void)first_example;
-    if (S == 0 || S > sp->max_draws)
-        return eb_error_set(err, EB_ERR_ARG, "asked for %u draws; this predictor allows 1 to %u",
-                            S, sp->max_draws);
-    if ((uint32_t)T > S)
-        T = (int)S;
-    if ((rc = grow_ws(sp, T, err)))
+    if ((rc = eb_strategy_threads(S, sp->max_draws, threads, &T, err)) ||
+        (rc = grow_ws(sp, T, err)))
         return rc;
     blas = (T > 1 && sp->has_conv) ? eb_strategy_blas_serial_begin() : 0;
-    for (size_t first = 0; first < n; first += CHUNK) {
-        const int nb = (int)(n - first < CHUNK ? n - first : CHUNK);
-        const float *xc = x + first * a->in_size;
-        float *pc = probs + first * S * C;
-#pragma omp parallel num_threads(T) if (T > 1)
-        {
-            const int t = omp_get_thread_num();
-            thread_ws *w = &sp->ws[t];
-            uint32_t lo, hi;
-            eb_strategy_split(S, T, t, &lo, &hi);
-            for (uint32_t s = lo; s < hi; s++) {
-                const float *z = member_forward(sp, s, xc, nb, w);
-                eb_softmax(w->probs, z, nb, (int)C);
-                for (int i = 0; i < nb; i++)
-                    memcpy(pc + ((size_t)i * S + s) * C, w->probs + (size_t)i * C,
-                           C * sizeof(float));
-            }
-        }
-    }
+    eb_strategy_run_members(&plan, x, n, S, T, probs);
     if (blas)
         eb_strategy_blas_serial_end(blas);
     return EB_OK;

@@ -23,8 +23,6 @@
  * Dropout layers are the identity (a samples posterior has no masks). */
 #include <string.h>
 
-#include <omp.h>
-
 #include "common/eb_alloc.h"
 #include "devices/strategy.h"
 #include "methods/nn/eb_nn.h"
@@ -164,48 +162,36 @@ static const float *member_forward(const eb_arch *a, const float *theta, const f
     return in;
 }
 
+static const float *stacked_member(void *state, int t, uint32_t s, const float *x, int nb)
+{
+    stacked *st = state;
+    return member_forward(&st->p->arch, st->p->params + (size_t)s * st->p->k, x, nb, &st->ws[t]);
+}
+
+static float *stacked_scratch(void *state, int t)
+{
+    return ((stacked *)state)->ws[t].probs;
+}
+
 static eb_status stacked_run(void *state, const float *x, size_t n, uint32_t S, uint64_t seed,
                              uint64_t first_example, int threads, float *probs, eb_error *err)
 {
     stacked *st = state;
-    const eb_posterior *p = st->p;
-    const eb_arch *a = &p->arch;
-    const size_t C = (size_t)a->n_classes, K = p->k;
-    int T = threads < 1 ? 1 : threads > EB_STRATEGY_MAX_THREADS ? EB_STRATEGY_MAX_THREADS : threads;
+    const eb_arch *a = &st->p->arch;
+    const eb_members_plan plan = {st, a->in_size, (size_t)a->n_classes, CHUNK, NULL,
+                                  stacked_member, stacked_scratch};
     eb_status rc;
-    int blas;
+    int T, blas;
     (void)seed;
     (void)first_example; /* members are fixed: nothing is drawn */
 
-    if (S == 0 || S > st->max_draws)
-        return eb_error_set(err, EB_ERR_ARG, "asked for %u draws; this predictor allows 1 to %u",
-                            S, st->max_draws);
-    if ((uint32_t)T > S)
-        T = (int)S;
-    if ((rc = grow_ws(st, T, err)))
+    if ((rc = eb_strategy_threads(S, st->max_draws, threads, &T, err)) ||
+        (rc = grow_ws(st, T, err)))
         return rc;
     /* OpenBLAS runs inside the members' threads only for convolutions;
      * it must not start threads of its own there. */
     blas = (T > 1 && has_conv(a)) ? eb_strategy_blas_serial_begin() : 0;
-    for (size_t first = 0; first < n; first += CHUNK) {
-        const int nb = (int)(n - first < CHUNK ? n - first : CHUNK);
-        const float *xc = x + first * a->in_size;
-        float *pc = probs + first * S * C;
-#pragma omp parallel num_threads(T) if (T > 1)
-        {
-            const int t = omp_get_thread_num();
-            thread_ws *w = &st->ws[t];
-            uint32_t lo, hi;
-            eb_strategy_split(S, T, t, &lo, &hi);
-            for (uint32_t s = lo; s < hi; s++) {
-                const float *z = member_forward(a, p->params + (size_t)s * K, xc, nb, w);
-                eb_softmax(w->probs, z, nb, (int)C);
-                for (int i = 0; i < nb; i++)
-                    memcpy(pc + ((size_t)i * S + s) * C, w->probs + (size_t)i * C,
-                           C * sizeof(float));
-            }
-        }
-    }
+    eb_strategy_run_members(&plan, x, n, S, T, probs);
     if (blas)
         eb_strategy_blas_serial_end(blas);
     return EB_OK;

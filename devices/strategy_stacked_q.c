@@ -33,8 +33,6 @@
  * Dropout layers are the identity (a samples posterior has no masks). */
 #include <string.h>
 
-#include <omp.h>
-
 #include "common/eb_alloc.h"
 #include "devices/strategy.h"
 #include "methods/nn/eb_nn.h"
@@ -66,6 +64,7 @@ typedef struct stacked_q {
     int first_dense;    /* layer index whose input is x itself (-1: none) */
     int16_t *qx0;       /* (GEMV_MAX_N, in_size) x quantized once per call (int8) */
     float sx0[GEMV_MAX_N];
+    int pre;            /* this chunk's rows are in qx0/sx0 (set by stacked_q_prepare) */
     size_t act_len, cols_len, q_len, rows_len, wbuf_len; /* elements per buffer */
     int conv_chunk[EB_ARCH_MAX_LAYERS]; /* conv2d: images per im2col pass */
     int n_ws;
@@ -319,54 +318,47 @@ static const float *member_forward(const stacked_q *st, uint32_t s, const float 
     return in;
 }
 
+/* Every member's first dense layer quantizes the chunk's same rows: once. */
+static void stacked_q_prepare(void *state, const float *x, int nb)
+{
+    stacked_q *st = state;
+    const size_t in = st->p->arch.in_size;
+    st->pre = st->first_dense >= 0 && nb <= GEMV_MAX_N;
+    for (int r = 0; st->pre && r < nb; r++)
+        st->sx0[r] = eb_quant_int8_run_i16(st->qx0 + (size_t)r * in, x + (size_t)r * in, in);
+}
+
+static const float *stacked_q_member(void *state, int t, uint32_t s, const float *x, int nb)
+{
+    stacked_q *st = state;
+    return member_forward(st, s, x, nb, st->pre, &st->ws[t]);
+}
+
+static float *stacked_q_scratch(void *state, int t)
+{
+    return ((stacked_q *)state)->ws[t].probs;
+}
+
 static eb_status stacked_q_run(void *state, const float *x, size_t n, uint32_t S, uint64_t seed,
                                uint64_t first_example, int threads, float *probs, eb_error *err)
 {
     stacked_q *st = state;
     const eb_arch *a = &st->p->arch;
-    const size_t C = (size_t)a->n_classes;
-    int T = threads < 1 ? 1 : threads > EB_STRATEGY_MAX_THREADS ? EB_STRATEGY_MAX_THREADS : threads;
+    const eb_members_plan plan = {st, a->in_size, (size_t)a->n_classes, CHUNK, stacked_q_prepare,
+                                  stacked_q_member, stacked_q_scratch};
     eb_status rc;
-    int blas;
+    int T, blas;
     (void)seed;
     (void)first_example; /* members are fixed: nothing is drawn */
 
-    if (S == 0 || S > st->n_qw)
-        return eb_error_set(err, EB_ERR_ARG, "asked for %u draws; this predictor allows 1 to %u",
-                            S, st->n_qw);
-    if ((uint32_t)T > S)
-        T = (int)S;
-    if ((rc = grow_ws(st, T, err)))
+    if ((rc = eb_strategy_threads(S, st->n_qw, threads, &T, err)) || (rc = grow_ws(st, T, err)))
         return rc;
     /* OpenBLAS runs inside the members' threads only for f16 convolutions
      * and larger f16 batches; it must not start threads of its own there. */
     blas = (T > 1 && st->storage == EB_QNET_F16 && (has_conv(a) || n > GEMV_MAX_N))
                ? eb_strategy_blas_serial_begin()
                : 0;
-    for (size_t first = 0; first < n; first += CHUNK) {
-        const int nb = (int)(n - first < CHUNK ? n - first : CHUNK);
-        const float *xc = x + first * a->in_size;
-        float *pc = probs + first * S * C;
-        /* every member's first dense layer quantizes these same rows */
-        const int pre = st->first_dense >= 0 && nb <= GEMV_MAX_N;
-        for (int r = 0; pre && r < nb; r++)
-            st->sx0[r] = eb_quant_int8_run_i16(st->qx0 + (size_t)r * a->in_size,
-                                               xc + (size_t)r * a->in_size, a->in_size);
-#pragma omp parallel num_threads(T) if (T > 1)
-        {
-            const int t = omp_get_thread_num();
-            thread_ws *w = &st->ws[t];
-            uint32_t lo, hi;
-            eb_strategy_split(S, T, t, &lo, &hi);
-            for (uint32_t s = lo; s < hi; s++) {
-                const float *z = member_forward(st, s, xc, nb, pre, w);
-                eb_softmax(w->probs, z, nb, (int)C);
-                for (int i = 0; i < nb; i++)
-                    memcpy(pc + ((size_t)i * S + s) * C, w->probs + (size_t)i * C,
-                           C * sizeof(float));
-            }
-        }
-    }
+    eb_strategy_run_members(&plan, x, n, S, T, probs);
     if (blas)
         eb_strategy_blas_serial_end(blas);
     return EB_OK;
