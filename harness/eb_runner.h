@@ -21,6 +21,11 @@ typedef struct eb_run_options {
     int shard_index, shard_count; /* 0/0 = 1/1 */
     int threads;           /* > 0 overrides the suite's device threads */
     const char *strategy;  /* overrides the suite's [device] strategy; NULL keeps it */
+    /* Comma-separated shell patterns (fnmatch) over job names, such as
+     * "hmc/mlp-small/s1": only the jobs matching one of them run, and
+     * the run's label gains " jobs=PATTERNS" so a filtered run never
+     * resumes, or finishes, the unfiltered run. NULL = every job. */
+    const char *jobs;
     int quiet;             /* no progress on the log */
     FILE *log;             /* progress and per-job lines; NULL = stderr */
 } eb_run_options;
@@ -38,6 +43,15 @@ typedef struct eb_run_summary {
  * even if some jobs failed (they are stored as failed with their
  * message; summary->jobs_failed counts them). */
 eb_status eb_run_suite(const eb_run_options *opt, eb_run_summary *summary, eb_error *err);
+
+/* Keeps, in order, the jobs whose name matches one of the comma-separated
+ * fnmatch patterns; *n becomes their count. EB_ERR_ARG naming the pattern
+ * when one is empty or matches none of the jobs. */
+eb_status eb_run_select_jobs(const char *patterns, eb_job *jobs, int *n, eb_error *err);
+
+/* Prints the jobs opt would run (its suite, shard and job patterns), one
+ * "index name key" line each, to fp; trains and stores nothing. */
+eb_status eb_run_list_jobs(const eb_run_options *opt, FILE *fp, eb_error *err);
 
 typedef struct eb_eval_options {
     const char *bundle;   /* the bundle to evaluate */

@@ -3,6 +3,7 @@
  * into an in-memory record, then written to the results database in one
  * transaction. Also `eval`: the same measurements for one bundle. */
 #include <errno.h>
+#include <fnmatch.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1448,6 +1449,99 @@ static eb_status register_datasets(eb_results *db, int64_t run_id, const eval_da
     return EB_OK;
 }
 
+eb_status eb_run_select_jobs(const char *patterns, eb_job *jobs, int *n, eb_error *err)
+{
+    char pat[512];
+    size_t len = strlen(patterns);
+    int kept = 0;
+    if (len >= sizeof pat)
+        return eb_error_set(err, EB_ERR_ARG, "job patterns '%.40s...' are longer than %zu "
+                            "characters", patterns, sizeof pat - 1);
+    /* every pattern must be non-empty and match some job */
+    for (const char *p = patterns;; p++) {
+        const char *end = strchr(p, ',');
+        size_t l = end ? (size_t)(end - p) : strlen(p);
+        int hit = 0;
+        memcpy(pat, p, l);
+        pat[l] = '\0';
+        if (!l)
+            return eb_error_set(err, EB_ERR_ARG, "job patterns '%s' contain an empty pattern",
+                                patterns);
+        for (int i = 0; i < *n && !hit; i++)
+            hit = !fnmatch(pat, jobs[i].name, 0);
+        if (!hit)
+            return eb_error_set(err, EB_ERR_ARG, "job pattern '%s' matches none of the %d jobs "
+                                "(names like '%s'; list them with --list)", pat, *n,
+                                *n ? jobs[0].name : "method/arch/s1");
+        if (!end)
+            break;
+        p = end;
+    }
+    for (int i = 0; i < *n; i++) {
+        int hit = 0;
+        for (const char *p = patterns; !hit;) {
+            const char *end = strchr(p, ',');
+            size_t l = end ? (size_t)(end - p) : strlen(p);
+            memcpy(pat, p, l);
+            pat[l] = '\0';
+            hit = !fnmatch(pat, jobs[i].name, 0);
+            if (!end)
+                break;
+            p = end + 1;
+        }
+        if (hit)
+            jobs[kept++] = jobs[i];
+    }
+    *n = kept;
+    return EB_OK;
+}
+
+/* The suite and the jobs o selects (shard, patterns); the caller frees
+ * both with eb_free. */
+static eb_status selected_jobs(const eb_run_options *o, eb_suite **suite, eb_job **jobs, int *n,
+                               eb_error *err)
+{
+    const int si = o->shard_index ? o->shard_index : 1, sc = o->shard_count ? o->shard_count : 1;
+    eb_suite *s = eb_malloc(sizeof *s);
+    eb_status st;
+    *suite = NULL;
+    *jobs = NULL;
+    *n = 0;
+    if (!s)
+        return eb_error_set(err, EB_ERR_NOMEM, "out of memory for the suite");
+    if ((st = eb_suite_load(o->suite ? o->suite : "quick", s, err)))
+        goto fail;
+    if (o->strategy) /* before the jobs: a strategy is part of their keys */
+        snprintf(s->strategy, sizeof s->strategy, "%s", o->strategy);
+    if ((st = eb_suite_jobs(s, si, sc, jobs, n, err)))
+        goto fail;
+    if (o->jobs && (st = eb_run_select_jobs(o->jobs, *jobs, n, err)))
+        goto fail;
+    *suite = s;
+    return EB_OK;
+fail:
+    eb_free(*jobs);
+    *jobs = NULL;
+    *n = 0;
+    eb_free(s);
+    return st;
+}
+
+eb_status eb_run_list_jobs(const eb_run_options *o, FILE *fp, eb_error *err)
+{
+    eb_suite *s;
+    eb_job *jobs;
+    int n;
+    eb_status st = selected_jobs(o, &s, &jobs, &n, err);
+    if (st)
+        return st;
+    for (int i = 0; i < n; i++)
+        fprintf(fp, "%d %s %s\n", jobs[i].index, jobs[i].name, jobs[i].key);
+    eb_free(jobs);
+    eb_free(s);
+    return EB_OK;
+}
+
 eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *err)
 {
     FILE *log = o->log ? o->log : stderr;
@@ -1458,7 +1552,7 @@ eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *e
     int n_all = 0;
     ref_cache refs;
     eval_data data;
-    char cache[1024], shard[32], dbdir[1024];
+    char cache[1024], shard[32], dbdir[1024], label[768];
     const char *db_path = o->db_path ? o->db_path : "out/results.db";
     int n_jobs = 0, threads, si = o->shard_index ? o->shard_index : 1,
         sc = o->shard_count ? o->shard_count : 1;
@@ -1467,16 +1561,15 @@ eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *e
     memset(sum, 0, sizeof *sum);
     memset(&data, 0, sizeof data);
     memset(&refs, 0, sizeof refs);
-    s = eb_malloc(sizeof *s);
-    if (!s)
-        return eb_error_set(err, EB_ERR_NOMEM, "out of memory for the suite");
-    if ((st = eb_suite_load(o->suite ? o->suite : "quick", s, err)))
-        goto done;
-    if (o->strategy) /* before the jobs: a strategy is part of their keys */
-        snprintf(s->strategy, sizeof s->strategy, "%s", o->strategy);
-    if ((st = eb_suite_jobs(s, si, sc, &jobs, &n_jobs, err)) ||
+    if ((st = selected_jobs(o, &s, &jobs, &n_jobs, err)) ||
         (st = eb_suite_jobs(s, 1, 1, &all_jobs, &n_all, err)))
         goto done;
+    /* a filtered run is a run of its own (resume and finish) */
+    if (o->jobs)
+        snprintf(label, sizeof label, "%s%sjobs=%s", o->label ? o->label : "",
+                 o->label ? " " : "", o->jobs);
+    else
+        snprintf(label, sizeof label, "%s", o->label ? o->label : "");
     sum->jobs_total = n_jobs;
     threads = effective_threads(s, o->threads);
     if (o->cache_dir)
@@ -1496,7 +1589,8 @@ eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *e
     }
     if ((st = data_load(s, &data, err)) || (st = open_device(s, threads, &dev, err)) ||
         (st = eb_results_open(db_path, &db, err)) ||
-        (st = begin_run(db, s, o->label, shard, dev, threads, &sum->run_id, &sum->resumed, err)) ||
+        (st = begin_run(db, s, label[0] ? label : NULL, shard, dev, threads, &sum->run_id,
+                          &sum->resumed, err)) ||
         (st = register_datasets(db, sum->run_id, &data, err)))
         goto done;
     logf_(log, o->quiet, "run %lld%s: suite %s (%s), shard %s, %d jobs, %d threads, db %s\n",

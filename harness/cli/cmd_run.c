@@ -27,6 +27,10 @@ static void usage(FILE *fp)
             "  --shard i/n     run only the jobs of shard i of n (merge the shard\n"
             "                  databases with 'edgebayes merge')\n"
             "  --label L       a label for the run (e.g. nightly)\n"
+            "  --jobs PATTERNS run only the jobs whose name (method/arch/seed, e.g.\n"
+            "                  hmc/mlp-small/s1) matches one of these comma-separated\n"
+            "                  shell patterns; the run is labelled with them\n"
+            "  --list          print the jobs that would run (index, name, key) and exit\n"
             "  --cache DIR     bundle cache (default: $EB_CACHE_DIR/bundles, or\n"
             "                  ~/.cache/edgebayes/bundles)\n"
             "  --threads T     threads for training and the device (default: the suite's,\n"
@@ -148,12 +152,13 @@ int eb_cmd_run(int argc, char **argv)
         {"db", required_argument, NULL, 'd'},     {"shard", required_argument, NULL, 's'},
         {"label", required_argument, NULL, 'l'},  {"cache", required_argument, NULL, 'c'},
         {"threads", required_argument, NULL, 't'}, {"strategy", required_argument, NULL, 'S'}, {"print-suite", no_argument, NULL, 'p'},
+        {"jobs", required_argument, NULL, 'J'},   {"list", no_argument, NULL, 'L'},
         {"quiet", no_argument, NULL, 'q'},        {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     eb_run_options o;
     eb_run_summary sum;
     eb_error err;
-    int c, json = 0, print_suite = 0;
+    int c, json = 0, print_suite = 0, list = 0;
     long threads = 0;
 
     memset(&o, 0, sizeof o);
@@ -183,6 +188,8 @@ int eb_cmd_run(int argc, char **argv)
             break;
         case 'p': print_suite = 1; break;
         case 'S': o.strategy = optarg; break;
+        case 'J': o.jobs = optarg; break;
+        case 'L': list = 1; break;
         case 'q': o.quiet = 1; break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return EB_EXIT_OK;
@@ -203,6 +210,11 @@ int eb_cmd_run(int argc, char **argv)
         return EB_EXIT_OK;
     }
     eb_error_clear(&err);
+    if (list) {
+        if (eb_run_list_jobs(&o, stdout, &err))
+            return eb_cli_fail("run", &err);
+        return EB_EXIT_OK;
+    }
     if (eb_run_suite(&o, &sum, &err)) {
         if (err.code == EB_ERR_ARG || err.code == EB_ERR_FORMAT)
             fprintf(stderr, "edgebayes run: %s\n", eb_error_message(&err));

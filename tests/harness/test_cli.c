@@ -218,6 +218,43 @@ static void test_transform_and_chains(void **state)
     snprintf(args, sizeof args, "run %s --db %s/c2.db --cache %s/cache --threads 1", path, dir,
              dir);
     EXPECT(args, 0, err_text, "0 bundles trained, 3 from the cache");
+    /* a filtered run is a run of its own, labelled with its patterns: it
+     * runs one job into c2.db, whose unfiltered run finished above */
+    snprintf(args, sizeof args,
+             "run %s --db %s/c2.db --cache %s/cache --threads 1 --jobs 'e-int8/*' --json", path,
+             dir, dir);
+    EXPECT(args, 0, err_text, "1 jobs: 1 done, 0 failed, 0 skipped");
+    assert_non_null(strstr(out_text, "\"e-int8/mlp-small/s1\""));
+    assert_null(strstr(out_text, "e-p50-f16"));
+    assert_null(strstr(err_text, "(resumed)"));
+}
+
+/* --list prints the jobs a run would do, after --shard and --jobs, and
+ * touches no database or data; a pattern that selects nothing is an error
+ * naming it. */
+static void test_run_job_selection(void **state)
+{
+    int lines = 0;
+    (void)state;
+    EXPECT("run paper --list", 0, out_text, "28 hmc/mlp-small/s1 ");
+    for (const char *p = out_text; (p = strchr(p, '\n')); p++)
+        lines++;
+    assert_int_equal(lines, 96); /* 3 seeds x (mlp 16 + cnn 12 + mlp-small 4) */
+    EXPECT("run paper --list --jobs 'hmc/*/s1,vi-ref/*'", 0, out_text, "31 vi-ref/mlp-small/s1 ");
+    lines = 0;
+    for (const char *p = out_text; (p = strchr(p, '\n')); p++)
+        lines++;
+    assert_int_equal(lines, 4);
+    assert_non_null(strstr(out_text, "28 hmc/mlp-small/s1 "));
+    assert_non_null(strstr(out_text, "95 vi-ref/mlp-small/s3 "));
+    assert_null(strstr(out_text, "hmc/mlp-small/s2"));
+    /* shard 2 of 2 keeps the odd indices, then the patterns apply */
+    EXPECT("run paper --list --shard 2/2 --jobs '*-ref/*'", 0, out_text, "93 sghmc-ref/mlp-small/s3 ");
+    assert_null(strstr(out_text, "csghmc-ref/mlp-small/s1")); /* index 30 */
+    EXPECT("run paper --list --jobs 'nothing*'", 1, err_text,
+           "job pattern 'nothing*' matches none of the 96 jobs");
+    EXPECT("run paper --list --jobs 'hmc/*,'", 1, err_text, "contain an empty pattern");
+    EXPECT("run paper --jobs", 2, err_text, "--jobs needs a value");
 }
 
 int main(void)
@@ -227,6 +264,7 @@ int main(void)
         cmocka_unit_test(test_failures_name_the_file),
         cmocka_unit_test(test_train_inspect_predict),
         cmocka_unit_test(test_transform_and_chains),
+        cmocka_unit_test(test_run_job_selection),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
