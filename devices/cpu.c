@@ -77,23 +77,8 @@ static eb_status parse_options(const char *options, char *strategy, eb_error *er
                                 (int)len, q);
         memcpy(strategy, eq + 1, len - 9);
         strategy[len - 9] = '\0';
-        {
-            const char *const *names = eb_strategy_names();
-            int known = 0;
-            for (size_t i = 0; names[i]; i++)
-                known |= !strcmp(names[i], strategy);
-            if (!known) {
-                char list[256];
-                size_t used = 0;
-                list[0] = '\0';
-                for (size_t i = 0; names[i] && used < sizeof list; i++)
-                    used += (size_t)snprintf(list + used, sizeof list - used, "%s%s",
-                                             i ? ", " : "", names[i]);
-                return eb_error_set(err, EB_ERR_ARG,
-                                    "cpu device option strategy='%s': unknown strategy (known: %s)",
-                                    strategy, list);
-            }
-        }
+        if (eb_strategy_check_name(strategy, err))
+            return eb_error_prefix(err, "cpu device option '%.*s': ", (int)len, q);
         q += len;
     }
     return EB_OK;
@@ -381,9 +366,9 @@ static eb_status cpu_describe(void *ctx, eb_device_info *info, eb_error *err)
     return EB_OK;
 }
 
-const char *const *eb_device_cpu_strategies(void)
+eb_status eb_device_cpu_strategy_check(const char *name, eb_error *err)
 {
-    return eb_strategy_names();
+    return eb_strategy_check_name(name, err);
 }
 
 const eb_device_ops eb_device_cpu_ops = {

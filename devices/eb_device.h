@@ -262,9 +262,10 @@ typedef struct eb_device_ops {
     eb_status (*memory_read)(void *ctx, eb_proc_memory *out, eb_error *err);
 } eb_device_ops;
 
-/* The CPU backend's execution strategies, the values of its option
- * strategy=NAME ("auto" first), terminated by NULL (docs/devices.md). */
-const char *const *eb_device_cpu_strategies(void);
+/* EB_OK when name is one of the CPU backend's execution strategies, the
+ * values of its option strategy=NAME (docs/devices.md); else EB_ERR_ARG
+ * "unknown strategy 'NAME' (known: auto, loop, ...)". */
+eb_status eb_device_cpu_strategy_check(const char *name, eb_error *err);
 
 /* The CPU backend's table: the reference and oracle. Capabilities:
  * INPUT_GRAD, THREADS, AFFINITY, LOCAL, DETERMINISTIC. */

@@ -91,13 +91,18 @@ const char *const *eb_strategy_names(void)
     return names;
 }
 
-static void list_names(char *buf, size_t len)
+eb_status eb_strategy_check_name(const char *name, eb_error *err)
 {
     const char *const *names = eb_strategy_names();
+    char list[256];
     size_t used = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; names[i] && used < len; i++)
-        used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? ", " : "", names[i]);
+    for (size_t i = 0; names[i]; i++)
+        if (!strcmp(names[i], name))
+            return EB_OK;
+    list[0] = '\0';
+    for (size_t i = 0; names[i] && used < sizeof list; i++)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", names[i]);
+    return eb_error_set(err, EB_ERR_ARG, "unknown strategy '%s' (known: %s)", name, list);
 }
 
 eb_status eb_strategy_pick(const char *name, const eb_posterior *p, const eb_strategy_ops **out,
@@ -132,11 +137,8 @@ eb_status eb_strategy_pick(const char *name, const eb_posterior *p, const eb_str
             used += (size_t)snprintf(why + used, sizeof why - used, "%s%s", used ? "; " : "",
                                      e.msg);
     }
-    if (!known) {
-        char names[256];
-        list_names(names, sizeof names);
-        return eb_error_set(err, EB_ERR_ARG, "unknown strategy '%s' (known: %s)", name, names);
-    }
+    if (!known)
+        return eb_strategy_check_name(name, err);
     return eb_error_set(err, EB_ERR_UNSUPPORTED, "strategy '%s' cannot run this %s posterior: %s",
                         name, eb_repr_name(p->repr), why);
 }

@@ -67,6 +67,10 @@ extern const eb_strategy_ops *const eb_strategies[];
 /* The names a user may give, "auto" first, each once, terminated by NULL. */
 const char *const *eb_strategy_names(void);
 
+/* EB_OK when name is one of eb_strategy_names(); else EB_ERR_ARG,
+ * "unknown strategy 'NAME' (known: auto, loop, ...)". */
+eb_status eb_strategy_check_name(const char *name, eb_error *err);
+
 /* Picks the entry that runs p for the requested name: "auto" (or "" or
  * NULL) takes the first entry with reproduces_loop that supports p, else
  * loop; any other name takes the first entry of that name supporting p.

@@ -585,19 +585,11 @@ static int handle_device(parse_ctx *c, const char *key, const char *v)
         return 1;
     }
     if (!strcmp(key, "strategy")) {
-        const char *const *names = eb_device_cpu_strategies();
-        char list[256];
-        size_t used = 0;
-        for (size_t i = 0; names[i]; i++)
-            if (!strcmp(names[i], v)) {
-                snprintf(s->strategy, sizeof s->strategy, "%s", v);
-                return 1;
-            }
-        list[0] = '\0';
-        for (size_t i = 0; names[i] && used < sizeof list; i++)
-            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "",
-                                     names[i]);
-        return fail(c, "[device] strategy: unknown strategy '%s' (known: %s)", v, list);
+        eb_error e;
+        if (eb_device_cpu_strategy_check(v, &e))
+            return fail(c, "[device] strategy: %s", e.msg);
+        snprintf(s->strategy, sizeof s->strategy, "%s", v);
+        return 1;
     }
     if (!strcmp(key, "threads") || !strcmp(key, "latency_warmup") ||
         !strcmp(key, "latency_min_queries") || !strcmp(key, "throughput_batch")) {
