@@ -409,9 +409,31 @@ def child_load(a):
     return 0 if diff <= TOL else 1
 
 
-def measure_load(a, variant):
+def drop_cache(path):
+    """Evicts path's pages from the page cache (fsync, then
+    POSIX_FADV_DONTNEED, as edgebayes's cold load does) and returns the
+    bytes still resident by util-linux's fincore, or None without it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    try:
+        r = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES",
+                            path], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return int(r.stdout.split()[0]) if r.returncode == 0 and r.stdout.split() else None
+    except (OSError, ValueError):
+        return None
+
+
+def measure_load(a, variant, cold=False):
+    """Median over fresh processes. cold: the saved state's pages are
+    dropped from the page cache before each child (torch's own libraries
+    stay cached: import_s is the warm import either way)."""
     runs = []
     for _ in range(a.load_runs):
+        resident = drop_cache(state_path(a.dir, a.case)) if cold else None
         cmd = [sys.executable, os.path.abspath(__file__), "--dir", a.dir, "--case", a.case,
                "--threads", str(a.threads), "--child-load", variant,
                "--spawn-monotonic", repr(time.monotonic())]
@@ -420,12 +442,18 @@ def measure_load(a, variant):
             raise RuntimeError("load-and-build child for %s/%s failed (exit %d): %s"
                                % (a.case, variant, r.returncode, r.stdout.strip()))
         runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+        runs[-1]["resident_after_drop_bytes"] = resident
 
     def med(k):
         v = sorted(r[k] for r in runs if r[k] is not None)
         return v[len(v) // 2] if v else None
-    return {k: med(k) for k in ("load_s", "import_s", "startup_s", "peak_rss_bytes",
-                                "vm_hwm_bytes", "rss_after_import_bytes", "rss_bytes")}
+    out = {k: med(k) for k in ("load_s", "import_s", "startup_s", "peak_rss_bytes",
+                               "vm_hwm_bytes", "rss_after_import_bytes", "rss_bytes")}
+    if cold:
+        res = [r["resident_after_drop_bytes"] for r in runs]
+        # verified: every child started with none of the state resident
+        out["cold_verified"] = (1 if all(x == 0 for x in res) else 0) if None not in res else None
+    return out
 
 
 # ---------------------------------------------------------------- timing
@@ -565,6 +593,9 @@ def main():
             return 1
         for v in variants:
             loads[v] = measure_load(a, v)
+            cold = measure_load(a, v, cold=True)
+            loads[v]["load_cold_s"] = cold["load_s"]
+            loads[v]["cold_verified"] = cold["cold_verified"]
 
     import torch
     set_threads(a.threads)
@@ -585,8 +616,8 @@ def main():
         row = {"side": "pytorch", "case": a.case, "variant": v, "S": S, "arch": meta.get("arch", ""),
                "threads": a.threads, "latency_median_s": med, "latency_p99_s": p99,
                "queries": n, "throughput_inputs_per_s": tput, "batch": a.batch}
-        for k in ("load_s", "import_s", "startup_s", "peak_rss_bytes", "vm_hwm_bytes",
-                  "rss_after_import_bytes", "rss_bytes"):
+        for k in ("load_s", "load_cold_s", "cold_verified", "import_s", "startup_s",
+                  "peak_rss_bytes", "vm_hwm_bytes", "rss_after_import_bytes", "rss_bytes"):
             row[k] = load.get(k)
         row.update(blas=info["blas"], core=info["core"], openblas_variant=info["openblas_variant"],
                    blas_lib=info["blas_lib"], openblas_threads=info["openblas_threads"],
