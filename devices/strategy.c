@@ -191,13 +191,21 @@ void eb_strategy_run_members(const eb_members_plan *plan, const float *x, size_t
     }
 }
 
-eb_status eb_strategy_threads(uint32_t S, uint32_t max_draws, int threads, int *T,
-                              eb_error *err)
+eb_status eb_strategy_check_draws(uint32_t S, uint32_t max_draws, eb_error *err)
 {
     if (S == 0 || S > max_draws)
         return eb_error_set(err, EB_ERR_ARG, "asked for %u draws; this predictor allows 1 to %u",
                             S, max_draws);
-    *T = threads < 1 ? 1 : threads > EB_STRATEGY_MAX_THREADS ? EB_STRATEGY_MAX_THREADS : threads;
+    return EB_OK;
+}
+
+eb_status eb_strategy_threads(uint32_t S, uint32_t max_draws, int threads, int *T,
+                              eb_error *err)
+{
+    eb_status st = eb_strategy_check_draws(S, max_draws, err);
+    if (st)
+        return st;
+    *T = eb_strategy_clamp_threads(threads);
     if ((uint32_t)*T > S)
         *T = (int)S;
     return EB_OK;

@@ -122,11 +122,46 @@ typedef struct eb_members_plan {
 void eb_strategy_run_members(const eb_members_plan *plan, const float *x, size_t n, uint32_t S,
                              int T, float *probs);
 
-/* Checks 1 <= S <= max_draws (EB_ERR_ARG otherwise) and sets *T to the
- * threads a run of S members uses: threads clamped to [1,
- * EB_STRATEGY_MAX_THREADS] and to S. */
+/* EB_OK when 1 <= S <= max_draws; else EB_ERR_ARG naming both. */
+eb_status eb_strategy_check_draws(uint32_t S, uint32_t max_draws, eb_error *err);
+
+/* threads clamped to [1, EB_STRATEGY_MAX_THREADS]. */
+static inline int eb_strategy_clamp_threads(int threads)
+{
+    return threads < 1 ? 1 : threads > EB_STRATEGY_MAX_THREADS ? EB_STRATEGY_MAX_THREADS : threads;
+}
+
+/* eb_strategy_check_draws, and *T = the threads a run of S members uses:
+ * eb_strategy_clamp_threads(threads), and at most S. */
 eb_status eb_strategy_threads(uint32_t S, uint32_t max_draws, int threads, int *T,
                               eb_error *err);
+
+/* The row-stacked strategies (lrt, prefix) run the S draws of one input
+ * as the rows of matrix products, in nblk = ceil(S / max_rows) blocks of
+ * bsz = ceil(S / nblk) draws: sizes equal to one draw, fixed by S alone,
+ * so a block's products (and their bits) never depend on the threads. */
+typedef struct eb_draw_blocks {
+    uint32_t S;
+    size_t nblk, bsz;
+} eb_draw_blocks;
+
+static inline eb_draw_blocks eb_draw_blocks_plan(uint32_t S, size_t max_rows)
+{
+    eb_draw_blocks b;
+    b.S = S;
+    b.nblk = (S + max_rows - 1) / max_rows;
+    b.bsz = (S + b.nblk - 1) / b.nblk;
+    return b;
+}
+
+/* Block k of a chunk (k < inputs * nblk): its input *i and first draw
+ * *s0; returns its number of draws, 0 when the rounding left it empty. */
+static inline size_t eb_draw_block(const eb_draw_blocks *b, size_t k, size_t *i, uint32_t *s0)
+{
+    *i = k / b->nblk;
+    *s0 = (uint32_t)((k % b->nblk) * b->bsz);
+    return *s0 >= b->S ? 0 : b->S - *s0 < b->bsz ? b->S - *s0 : b->bsz;
+}
 
 /* The registry's entries, defined in devices/strategy_*.c. */
 extern const eb_strategy_ops eb_strategy_loop;          /* strategy.c */

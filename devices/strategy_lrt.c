@@ -360,26 +360,24 @@ static eb_status lrt_run(void *state, const float *x, size_t n, uint32_t S, uint
     const size_t C = (size_t)a->n_classes;
     const int U0 = a->layers[st->first_dense].units;
     const uint64_t key = eb_rng_mix64(seed ^ EB_STREAM_PREDICT);
-    int T = threads < 1 ? 1 : threads > EB_STRATEGY_MAX_THREADS ? EB_STRATEGY_MAX_THREADS : threads;
-    size_t nblk, bsz; /* blocks per input, draws per block (the last may hold fewer) */
+    const int T = eb_strategy_clamp_threads(threads);
+    eb_draw_blocks db;
     const size_t chunk = st->chunk_cap;
     eb_status rc;
     int blas = 0;
 
     if (S == 0)
         S = eb_posterior_default_draws(p);
-    if (S == 0 || S > st->max_draws)
-        return eb_error_set(err, EB_ERR_ARG, "asked for %u draws; this predictor allows 1 to %u",
-                            S, st->max_draws);
-    nblk = (S + RB - 1) / RB;
-    bsz = (S + nblk - 1) / nblk;
+    if ((rc = eb_strategy_check_draws(S, st->max_draws, err)))
+        return rc;
+    db = eb_draw_blocks_plan(S, RB);
     if ((rc = grow_ws(st, T, err)))
         return rc;
     if (T > 1)
         blas = eb_strategy_blas_serial_begin();
     for (size_t first = 0; first < n; first += chunk) {
         const int nb = (int)(n - first < chunk ? n - first : chunk);
-        const size_t blocks = (size_t)nb * nblk;
+        const size_t blocks = (size_t)nb * db.nblk;
         const uint64_t g0 = first_example + first;
         float *pc = probs + first * S * C;
         int Tc = (size_t)T > blocks ? (int)blocks : T;
@@ -402,9 +400,9 @@ static eb_status lrt_run(void *state, const float *x, size_t n, uint32_t S, uint
 #pragma omp barrier
             eb_strategy_split((uint32_t)blocks, nt, t, &blo, &bhi);
             for (size_t k = blo; k < bhi; k++) {
-                const size_t i = k / nblk;
-                const uint32_t s0 = (uint32_t)((k % nblk) * bsz);
-                const size_t len = s0 >= S ? 0 : S - s0 < bsz ? S - s0 : bsz;
+                size_t i;
+                uint32_t s0;
+                const size_t len = eb_draw_block(&db, k, &i, &s0);
                 if (len == 0)
                     continue; /* the rounding left the last block empty */
                 run_block(st, &st->ws[t], i, s0, len, key, g0, pc + (i * S + s0) * C);

@@ -283,26 +283,24 @@ static eb_status prefix_run(void *state, const float *x, size_t n, uint32_t S, u
     const eb_arch *a = &p->arch;
     const size_t C = (size_t)a->n_classes;
     const uint64_t key = eb_rng_mix64(seed ^ EB_STREAM_PREDICT);
-    int T = threads < 1 ? 1 : threads > EB_STRATEGY_MAX_THREADS ? EB_STRATEGY_MAX_THREADS : threads;
+    const int T = eb_strategy_clamp_threads(threads);
     const size_t chunk = st->chunk_cap;
-    size_t nblk, bsz; /* blocks per input, passes per block (the last may hold fewer) */
+    eb_draw_blocks db; /* the passes of one input in blocks */
     eb_status rc;
     int blas = 0;
 
     if (S == 0)
         S = eb_posterior_default_draws(p);
-    if (S == 0 || S > st->max_draws)
-        return eb_error_set(err, EB_ERR_ARG, "asked for %u draws; this predictor allows 1 to %u",
-                            S, st->max_draws);
-    nblk = (S + RB - 1) / RB;
-    bsz = (S + nblk - 1) / nblk;
+    if ((rc = eb_strategy_check_draws(S, st->max_draws, err)))
+        return rc;
+    db = eb_draw_blocks_plan(S, RB);
     if ((rc = grow_ws(st, T, err)))
         return rc;
     if (T > 1)
         blas = eb_strategy_blas_serial_begin();
     for (size_t first = 0; first < n; first += chunk) {
         const int nb = (int)(n - first < chunk ? n - first : chunk);
-        const size_t blocks = (size_t)nb * nblk;
+        const size_t blocks = (size_t)nb * db.nblk;
         const uint64_t g0 = first_example + first;
         const float *pre = x + first * a->in_size;
         float *pbufs[2] = {st->pa, st->pb};
@@ -327,9 +325,9 @@ static eb_status prefix_run(void *state, const float *x, size_t n, uint32_t S, u
             }
             eb_strategy_split((uint32_t)blocks, nt, t, &lo, &hi);
             for (size_t k = lo; k < hi; k++) {
-                const size_t i = k / nblk;
-                const uint32_t s0 = (uint32_t)((k % nblk) * bsz);
-                const size_t len = s0 >= S ? 0 : S - s0 < bsz ? S - s0 : bsz;
+                size_t i;
+                uint32_t s0;
+                const size_t len = eb_draw_block(&db, k, &i, &s0);
                 if (len == 0)
                     continue; /* the rounding left the last block empty */
                 run_block(st, &st->ws[t], in + i * a->layers[st->first_drop].in_size, i, s0,
