@@ -1113,14 +1113,11 @@ static eb_status get_bundle(const eb_run_options *o, const eb_suite *s, const eb
  * step reached and the bits per stored value (32 for f32 and the sparse
  * kinds' values). Read from the bundle itself, for every job, so plain
  * and compressed posteriors sit on the same axes. */
-static eb_status add_compression(record *r, const char *path, eb_error *err)
+static eb_status add_compression(record *r, const eb_bundle *b, eb_error *err)
 {
-    eb_bundle *b;
     const char *v;
     double sparsity = 0.0, bits = 32.0;
-    eb_status st = eb_bundle_open(path, EB_BUNDLE_SKIP_TENSOR_CHECK, &b, err);
-    if (st)
-        return st;
+    eb_status st;
     if ((v = eb_bundle_meta_get(b, "prune.sparsity")))
         sparsity = strtod(v, NULL);
     switch (eb_bundle_storage(b)) {
@@ -1128,7 +1125,6 @@ static eb_status add_compression(record *r, const char *path, eb_error *err)
     case EB_STORE_INT8: bits = 8.0; break;
     default: break;
     }
-    eb_bundle_close(b);
     st = add_metric(r, "compression", "sparsity", sparsity, 1, "", NULL, err, "%s", "");
     if (!st)
         st = add_metric(r, "compression", "bits", bits, 0, "bits", NULL, err, "%s", "");
@@ -1279,18 +1275,12 @@ static eb_status eval_fidelity(const eb_run_options *o, const eb_suite *s, const
 }
 
 /* JSON object of a bundle's metadata for the artifacts table. */
-static char *bundle_meta_json(const char *path)
+static char *bundle_meta_json(const eb_bundle *b)
 {
-    eb_bundle *b;
     size_t cap = 4096, used = 0;
-    char *out;
-    if (eb_bundle_open(path, EB_BUNDLE_SKIP_TENSOR_CHECK, &b, NULL))
+    char *out = eb_malloc(cap);
+    if (!out)
         return NULL;
-    out = eb_malloc(cap);
-    if (!out) {
-        eb_bundle_close(b);
-        return NULL;
-    }
     out[used++] = '{';
     for (size_t i = 0; i < eb_bundle_meta_count(b); i++) {
         const char *k, *v;
@@ -1306,7 +1296,6 @@ static char *bundle_meta_json(const char *path)
             grown = eb_realloc(out, cap);
             if (!grown) {
                 eb_free(out);
-                eb_bundle_close(b);
                 return NULL;
             }
             out = grown;
@@ -1328,7 +1317,6 @@ static char *bundle_meta_json(const char *path)
     }
     out[used++] = '}';
     out[used] = '\0';
-    eb_bundle_close(b);
     return out;
 }
 
@@ -1605,9 +1593,10 @@ eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *e
         eb_error jerr;
         uint32_t draws = 0;
         double t0 = now_sec();
-        char settings[4096];
+        char settings[4096], *meta = NULL;
         int64_t job_id, bundle_id = 0;
         eb_results_job_def def;
+        eb_bundle *opened = NULL;
 
         if ((st = eb_results_job_done(db, &scope, j->key, &found, err)))
             goto done;
@@ -1642,8 +1631,16 @@ eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *e
         if (!st)
             st = add_metric(&rec, "training", "from_cache", !b.trained, 0, "", NULL, &jerr, "%s",
                             "");
+        /* one open serves the compression facet and the artifact's metadata */
         if (!st)
-            st = add_compression(&rec, b.path, &jerr);
+            st = eb_bundle_open(b.path, EB_BUNDLE_SKIP_TENSOR_CHECK, &opened, &jerr);
+        if (!st)
+            st = add_compression(&rec, opened, &jerr);
+        if (opened) {
+            meta = bundle_meta_json(opened);
+            eb_bundle_close(opened);
+            opened = NULL;
+        }
         /* register the bundle and store everything in one transaction */
         settings_json(&j->settings, settings, sizeof settings);
         memset(&def, 0, sizeof def);
@@ -1658,7 +1655,6 @@ eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *e
         def.settings = settings;
         if (!st) {
             eb_results_artifact a;
-            char *meta = bundle_meta_json(b.path);
             struct stat stt;
             memset(&a, 0, sizeof a);
             a.kind = "bundle";
@@ -1670,6 +1666,7 @@ eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *e
             if (!st)
                 st = eb_results_run_artifact(db, sum->run_id, bundle_id, "bundle", err);
             eb_free(meta);
+            meta = NULL;
             if (st) {
                 record_free(&rec);
                 goto done;
@@ -1692,11 +1689,13 @@ eb_status eb_run_suite(const eb_run_options *o, eb_run_summary *sum, eb_error *e
             if ((st = eb_results_job_begin(db, sum->run_id, &def, &job_id, err)) ||
                 (st = eb_results_job_fail(db, eb_error_message(&jerr), now_sec() - t0, err))) {
                 eb_results_job_abort(db);
+                eb_free(meta);
                 record_free(&rec);
                 goto done;
             }
             sum->jobs_failed++;
         }
+        eb_free(meta);
         record_free(&rec);
     }
     st = eb_results_run_finish(db, sum->run_id, err);
@@ -1756,6 +1755,8 @@ eb_status eb_eval_bundle(const eb_eval_options *o, eb_eval_metric **metrics, siz
         eb_results_artifact a;
         eb_results_job_def def;
         char key[65], keytext[256], *meta, name[300];
+        char method[64] = "unknown", arch[64] = "unknown";
+        eb_bundle *b;
         struct stat stt;
         /* the job is this bundle under this suite's evaluation options */
         snprintf(keytext, sizeof keytext, "edgebayes-eval-v1\n%s\n%s\n%s\n", sha, s->sha256,
@@ -1766,7 +1767,16 @@ eb_status eb_eval_bundle(const eb_eval_options *o, eb_eval_metric **metrics, siz
             (st = begin_run(db, s, o->label, "1/1", dev, threads, &rid, &resumed, err)) ||
             (st = register_datasets(db, rid, &data, err)))
             goto done;
-        meta = bundle_meta_json(o->bundle);
+        /* one open gives the artifact's metadata and the job's method and arch */
+        meta = NULL;
+        if (eb_bundle_open(o->bundle, EB_BUNDLE_SKIP_TENSOR_CHECK, &b, NULL) == EB_OK) {
+            meta = bundle_meta_json(b);
+            if (eb_bundle_meta_get(b, "method"))
+                snprintf(method, sizeof method, "%s", eb_bundle_meta_get(b, "method"));
+            if (eb_bundle_meta_get(b, "arch"))
+                snprintf(arch, sizeof arch, "%s", eb_bundle_meta_get(b, "arch"));
+            eb_bundle_close(b);
+        }
         memset(&a, 0, sizeof a);
         a.kind = "bundle";
         a.sha256 = sha;
@@ -1778,18 +1788,6 @@ eb_status eb_eval_bundle(const eb_eval_options *o, eb_eval_metric **metrics, siz
         if (st || (st = eb_results_run_artifact(db, rid, bundle_id, "bundle", err)))
             goto done;
         {
-            eb_bundle *b;
-            const char *method = "unknown", *arch = "unknown";
-            char method_buf[64] = "unknown", arch_buf[64] = "unknown";
-            if (eb_bundle_open(o->bundle, EB_BUNDLE_SKIP_TENSOR_CHECK, &b, NULL) == EB_OK) {
-                if (eb_bundle_meta_get(b, "method"))
-                    snprintf(method_buf, sizeof method_buf, "%s", eb_bundle_meta_get(b, "method"));
-                if (eb_bundle_meta_get(b, "arch"))
-                    snprintf(arch_buf, sizeof arch_buf, "%s", eb_bundle_meta_get(b, "arch"));
-                eb_bundle_close(b);
-                method = method_buf;
-                arch = arch_buf;
-            }
             snprintf(name, sizeof name, "%s/%s/eval", method, arch);
             memset(&def, 0, sizeof def);
             def.key = key;
