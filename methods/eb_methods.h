@@ -101,6 +101,12 @@ typedef struct eb_trained {
     uint64_t *groups;
     size_t n_groups;
     uint32_t head;
+    /* int8 samples or distilled: static activation scales (rows, n_act),
+     * one per row and weighted layer (the quantize transform's
+     * activations=calibrated; bundle section ACTSCALES). Owned (eb_malloc;
+     * eb_trained_free frees); NULL: activations quantized dynamically. */
+    float *act_scales;
+    size_t n_act;
 } eb_trained;
 
 /* Allocates params for rows x arch->n_params (overflow-checked). */
