@@ -340,6 +340,36 @@ static void test_bundle_and_prediction(void **state)
     unlink(parent);
 }
 
+/* Every allocation of the calibrated transform failing in turn: an
+ * out-of-memory error, nothing leaked (the sanitizer build checks), and
+ * once all succeed the scales of an undisturbed run. */
+static void test_alloc_failures(void **state)
+{
+    const eb_posterior p = samples_posterior();
+    const char *sets = "activations=calibrated calibration=40";
+    eb_trained ref;
+    eb_error err;
+    int done = 0;
+    (void)state;
+    assert_int_equal(run_quantize(&p, sets, &train_set, 4, &ref, &err), EB_OK);
+    for (long n = 1; n < 200 && !done; n++) {
+        eb_trained t;
+        eb_status st;
+        eb_alloc_fail_at(n);
+        st = run_quantize(&p, sets, &train_set, 4, &t, &err);
+        eb_alloc_fail_at(0);
+        if (st == EB_OK) {
+            assert_memory_equal(t.act_scales, ref.act_scales, S * ref.n_act * sizeof(float));
+            done = 1;
+        } else {
+            assert_int_equal(st, EB_ERR_NOMEM);
+        }
+        eb_trained_free(&t);
+    }
+    assert_true(done);
+    eb_trained_free(&ref);
+}
+
 static void expect_refusal(const eb_posterior *p, const char *sets, const eb_dataset *train,
                            const char *needle)
 {
@@ -389,6 +419,7 @@ int main(void)
         cmocka_unit_test(test_distilled),
         cmocka_unit_test(test_bundle_and_prediction),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_alloc_failures),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
