@@ -21,7 +21,10 @@
  * Numerics, against loop (eb_qnet_forward_w):
  *   int8: bit-identical. Activations are quantized per row (per input
  *     for dense, per output-pixel patch for conv) with the same function
- *     as loop; the integer sums are exact in any order; the float
+ *     as loop (or, with static activation scales, each member's layer
+ *     input with its own fixed scale, eb_quant_int8_static_i16, so the
+ *     shared quantization of x is skipped); the integer sums are exact
+ *     in any order; the float
  *     expression (float)acc * (sx * sw[o]) + b[o] is the same; relu,
  *     maxpool and softmax are the same functions.
  *   f16: the GEMV sums in its own fixed order (16 lanes, nn_quant.h)
@@ -65,6 +68,7 @@ typedef struct stacked_q {
     int16_t *qx0;       /* (GEMV_MAX_N, in_size) x quantized once per call (int8) */
     float sx0[GEMV_MAX_N];
     int pre;            /* this chunk's rows are in qx0/sx0 (set by stacked_q_prepare) */
+    int static_act;     /* int8 with static activation scales (ACTSCALES): per member */
     size_t act_len, cols_len, q_len, rows_len, wbuf_len; /* elements per buffer */
     int conv_chunk[EB_ARCH_MAX_LAYERS]; /* conv2d: images per im2col pass */
     int n_ws;
@@ -116,6 +120,7 @@ static eb_status stacked_q_create(const eb_posterior *p, int max_batch, uint32_t
     st->p = p;
     st->storage = sv->kind == EB_STORE_INT8 ? EB_QNET_INT8 : EB_QNET_F16;
     st->n_qw = max_draws < p->members ? max_draws : p->members;
+    st->static_act = st->storage == EB_QNET_INT8 && sv->act_scales != NULL;
     st->act_len = (size_t)CHUNK * (a->max_act > a->in_size ? a->max_act : a->in_size);
     st->first_dense = -1;
     for (int i = 0; i < a->n_layers; i++) {
@@ -149,11 +154,11 @@ static eb_status stacked_q_create(const eb_posterior *p, int max_batch, uint32_t
     }
     /* The first dense layer reached through views only (flatten,
      * dropout) reads x itself: its int8 rows are the same for every
-     * member. */
+     * member, unless each member has its own static scale. */
     for (int i = 0; i < a->n_layers; i++) {
         const eb_layer_kind k = a->layers[i].kind;
         if (k == EB_LAYER_DENSE)
-            st->first_dense = st->storage == EB_QNET_INT8 ? i : -1;
+            st->first_dense = st->storage == EB_QNET_INT8 && !st->static_act ? i : -1;
         if (k != EB_LAYER_FLATTEN && k != EB_LAYER_DROPOUT)
             break;
     }
@@ -177,6 +182,9 @@ static eb_status stacked_q_create(const eb_posterior *p, int max_batch, uint32_t
         eb_status rc = eb_qweights_new(a, st->storage, v, i8 ? sv->scales + (size_t)r * sv->n_groups : NULL,
                                        i8 ? sv->groups : NULL, i8 ? (size_t)sv->n_groups : 0,
                                        &st->qw[r], err);
+        if (!rc && sv->act_scales)
+            rc = eb_qweights_set_act_scales(st->qw[r], a, sv->act_scales + (size_t)r * sv->n_act,
+                                            (size_t)sv->n_act, err);
         if (rc) {
             stacked_q_destroy(st);
             return eb_error_prefix(err, "member %u: ", r);
@@ -232,22 +240,28 @@ static eb_status grow_ws(stacked_q *st, int T, eb_error *err)
 }
 
 /* Dense layer i of one member over nb inputs in (nb, NI) into o (nb, NO).
- * pre: the rows of in already quantized (qx0, sx0), or 0. */
+ * pre: the rows of in already quantized (qx0, sx0), or 0. xs: the
+ * member's static activation scale for this layer, or 0 (dynamic). */
 static void dense_layer(const stacked_q *st, const eb_layer *L, const void *wv, const float *sw,
-                        const float *bias, const float *in, int nb, int pre, float *o,
+                        const float *bias, float xs, const float *in, int nb, int pre, float *o,
                         thread_ws *w)
 {
     const int NI = (int)L->in_size, NO = L->units;
     if (st->storage == EB_QNET_INT8) {
         const int8_t *qw = wv;
         if (nb > GEMV_MAX_N) {
-            eb_qkern_dense_i8(o, w->qx, w->sx, in, qw, sw, bias, nb, NI, NO);
+            if (xs > 0.0f)
+                eb_qkern_dense_i8_static(o, w->qx, w->sx, in, xs, qw, sw, bias, nb, NI, NO);
+            else
+                eb_qkern_dense_i8(o, w->qx, w->sx, in, qw, sw, bias, nb, NI, NO);
             return;
         }
         for (int r = 0; r < nb; r++) {
+            const float *xr = in + (size_t)r * NI;
             const int16_t *qx = pre ? st->qx0 + (size_t)r * NI : w->qx;
-            const float sx = pre ? st->sx0[r]
-                                 : eb_quant_int8_run_i16(w->qx, in + (size_t)r * NI, (size_t)NI);
+            const float sx = pre       ? st->sx0[r]
+                             : xs > 0.0f ? eb_quant_int8_static_i16(w->qx, xr, (size_t)NI, xs)
+                                         : eb_quant_int8_run_i16(w->qx, xr, (size_t)NI);
             eb_qkern_gemv_i8(o + (size_t)r * NO, qx, sx, qw, sw, bias, NI, NO);
         }
         return;
@@ -262,15 +276,18 @@ static void dense_layer(const stacked_q *st, const eb_layer *L, const void *wv, 
 
 /* conv2d layer i of one member, in chunks of images (eb_qnet's lowering). */
 static void conv_layer(const stacked_q *st, int i, const eb_layer *L, const void *wv,
-                       const float *sw, const float *bias, const float *in, int nb, float *o,
-                       thread_ws *w)
+                       const float *sw, const float *bias, float xs, const float *in, int nb,
+                       float *o, thread_ws *w)
 {
     const int step = st->conv_chunk[i];
     for (int img = 0; img < nb; img += step) {
         const int m = img + step < nb ? step : nb - img;
         const float *x = in + (size_t)img * L->in_size;
         float *y = o + (size_t)img * L->out_size;
-        if (st->storage == EB_QNET_INT8)
+        if (st->storage == EB_QNET_INT8 && xs > 0.0f)
+            eb_qkern_conv2d_i8_static(y, w->cols, w->qx, w->sx, x, xs, wv, sw, bias, m, L->in_h,
+                                      L->in_w, L->in_c, L->units);
+        else if (st->storage == EB_QNET_INT8)
             eb_qkern_conv2d_i8(y, w->cols, w->qx, w->sx, x, wv, sw, bias, m, L->in_h, L->in_w,
                                L->in_c, L->units);
         else
@@ -296,11 +313,13 @@ static const float *member_forward(const stacked_q *st, uint32_t s, const float 
         switch (L->kind) {
         case EB_LAYER_DENSE:
             eb_qweights_layer(st->qw[s], a, i, &wv, &sw, &bias);
-            dense_layer(st, L, wv, sw, bias, in, nb, pre && i == st->first_dense, o, w);
+            dense_layer(st, L, wv, sw, bias, eb_qweights_act_scale(st->qw[s], i), in, nb,
+                        pre && i == st->first_dense, o, w);
             break;
         case EB_LAYER_CONV2D:
             eb_qweights_layer(st->qw[s], a, i, &wv, &sw, &bias);
-            conv_layer(st, i, L, wv, sw, bias, in, nb, o, w);
+            conv_layer(st, i, L, wv, sw, bias, eb_qweights_act_scale(st->qw[s], i), in, nb, o,
+                       w);
             break;
         case EB_LAYER_MAXPOOL:
             eb_kern_maxpool_forward(o, w->argmax, in, nb, L->in_h, L->in_w, L->in_c);

@@ -93,6 +93,7 @@ static const char *section_type_name(uint32_t type)
     case EB_SEC_HEAD: return "HEAD";
     case EB_SEC_GROUPS: return "GROUPS";
     case EB_SEC_ROWPTR: return "ROWPTR";
+    case EB_SEC_ACTSCALES: return "ACTSCALES";
     }
     return "unknown";
 }
@@ -749,6 +750,7 @@ static eb_status parse_posterior(eb_bundle *b, const bsec *s, int strict, eb_err
 /* The sections a bundle may hold, by role (check_sections fills them). */
 typedef struct bsecs {
     const bsec *meta, *arch, *post, *params, *mu, *sigma, *scales, *index, *groups, *rowptr;
+    const bsec *act;
 } bsecs;
 
 /* The dtype a section must have; name for messages. */
@@ -837,6 +839,47 @@ static eb_status check_scales(eb_bundle *b, const bsec *sec, uint64_t n_groups, 
                              "section SCALES: scale [%" PRIu64 "][%" PRIu64 "] is %g; scales "
                              "must be finite and not negative", i / n_groups, i % n_groups,
                              (double)v[i]);
+    return EB_OK;
+}
+
+/* Largest count of activation scales per row the reader takes: far above
+ * any architecture's weighted layers (methods/nn: EB_ARCH_MAX_LAYERS). */
+#define ACT_MAX_PER_ROW 1024u
+
+/* ACTSCALES (1.2) f32 (rows, L): only for int8 samples and distilled
+ * (whose int8 values the quantized kernels run; gaussian and dropout are
+ * predicted from decoded f32), a whole number L >= 1 of scales per row,
+ * each finite and > 0. The values are scanned whatever the flags: the
+ * section is small and a zero or negative scale would silently zero a
+ * layer. */
+static eb_status check_act_scales(eb_bundle *b, const bsec *sec, uint64_t *n_act, eb_error *err)
+{
+    const float *v = (const float *)(const void *)(b->data + sec->offset);
+    uint64_t per_row, count;
+    eb_status st;
+    if (b->storage != EB_STORE_INT8)
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section ACTSCALES belongs to storage 'int8', not '%s'",
+                     eb_storage_name(b->storage));
+    if (b->repr != EB_REPR_SAMPLES && b->repr != EB_REPR_DISTILLED)
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section ACTSCALES belongs to representations 'samples' and 'distilled' "
+                     "(whose int8 values run in place), not '%s'", eb_repr_name(b->repr));
+    if ((st = need_dtype(b, sec, "ACTSCALES", EB_DTYPE_F32, err)))
+        return st;
+    per_row = (uint64_t)b->rows * 4;
+    if (sec->size == 0 || sec->size % per_row != 0 || sec->size / per_row > ACT_MAX_PER_ROW)
+        return bfail(b, err, EB_ERR_FORMAT,
+                     "section ACTSCALES is %" PRIu64 " bytes; %s needs %" PRIu32
+                     " rows x L scales x 4 with 1 <= L <= %u", sec->size,
+                     eb_repr_name(b->repr), b->rows, ACT_MAX_PER_ROW);
+    *n_act = sec->size / per_row;
+    count = sec->size / 4;
+    for (uint64_t i = 0; i < count; i++)
+        if (!(v[i] > 0.0f) || !isfinite(v[i]))
+            return bfail(b, err, isfinite(v[i]) ? EB_ERR_FORMAT : EB_ERR_NUMERIC,
+                         "section ACTSCALES: scale [%" PRIu64 "][%" PRIu64 "] is %g; activation "
+                         "scales must be finite and > 0", i / *n_act, i % *n_act, (double)v[i]);
     return EB_OK;
 }
 
@@ -1031,7 +1074,7 @@ static eb_status bind_params(eb_bundle *b, const bsecs *x, unsigned flags, eb_er
     const float *scales = NULL;
     const uint64_t *groups = NULL, *rowptr = NULL;
     const uint32_t *index = NULL;
-    uint64_t n_groups = 0, n_index = 0;
+    uint64_t n_groups = 0, n_index = 0, n_act = 0;
     eb_status st;
 
     if (b->repr != EB_REPR_GAUSSIAN && (x->mu || x->sigma))
@@ -1063,6 +1106,8 @@ static eb_status bind_params(eb_bundle *b, const bsecs *x, unsigned flags, eb_er
             return st;
         index = (const uint32_t *)(const void *)(b->data + x->index->offset);
     }
+    if (x->act && (st = check_act_scales(b, x->act, &n_act, err)))
+        return st;
     for (int t = 0; t < b->ntensors; t++) {
         eb_bundle_stored *sv = &b->stored[t];
         sv->kind = sk;
@@ -1076,6 +1121,11 @@ static eb_status bind_params(eb_bundle *b, const bsecs *x, unsigned flags, eb_er
         sv->index = index;
         sv->n_index = n_index;
         sv->rowptr = rowptr;
+    }
+    if (x->act) {
+        b->stored[EB_TENSOR_PARAMS].act_scales =
+            (const float *)(const void *)(b->data + x->act->offset);
+        b->stored[EB_TENSOR_PARAMS].n_act = n_act;
     }
     if (b->repr == EB_REPR_GAUSSIAN) {
         st = bind_tensor(b, x->mu, "MU", EB_TENSOR_PARAMS, flags, err);
@@ -1099,7 +1149,7 @@ static eb_status bind_params(eb_bundle *b, const bsecs *x, unsigned flags, eb_er
 static eb_status check_sections(eb_bundle *b, int strict, unsigned flags, eb_error *err)
 {
     bsecs x;
-    size_t first[10] = {0};
+    size_t first[11] = {0};
     long unknown_required = -1;
     char lab[64];
     eb_status st;
@@ -1120,6 +1170,7 @@ static eb_status check_sections(eb_bundle *b, int strict, unsigned flags, eb_err
         case EB_SEC_INDEX: slot = &x.index; idx = 7; break;
         case EB_SEC_GROUPS: slot = &x.groups; idx = 8; break;
         case EB_SEC_ROWPTR: slot = &x.rowptr; idx = 9; break;
+        case EB_SEC_ACTSCALES: slot = &x.act; idx = 10; break;
         default:
             /* Optional and unknown: skipped (it was bounds- and CRC-checked). */
             if ((s->flags & EB_BUNDLE_FLAG_REQUIRED) && unknown_required < 0)
@@ -1445,6 +1496,8 @@ struct eb_bundle_writer {
     eb_storage_kind storage; /* 0 until eb_bundle_writer_storage: f32 */
     uint64_t *groups;   /* INT8: (n_groups + 1), owned copy */
     size_t n_groups;
+    float *act;         /* ACTSCALES: (rows, n_act), owned copy; NULL: none */
+    size_t n_act;
 };
 
 eb_status eb_bundle_writer_new(eb_bundle_writer **out, eb_error *err)
@@ -1464,6 +1517,7 @@ void eb_bundle_writer_free(eb_bundle_writer *w)
     eb_free(w->meta);
     eb_free(w->arch);
     eb_free(w->groups);
+    eb_free(w->act);
     eb_free(w);
 }
 
@@ -1709,6 +1763,44 @@ eb_status eb_bundle_writer_storage(eb_bundle_writer *w, eb_storage_kind kind,
     return EB_OK;
 }
 
+eb_status eb_bundle_writer_act_scales(eb_bundle_writer *w, const float *act, size_t n_act,
+                                      eb_error *err)
+{
+    static const char fn[] = "eb_bundle_writer_act_scales";
+    float *copy;
+    size_t count;
+
+    if (!w->has_posterior)
+        return eb_error_set(err, EB_ERR_ARG, "%s: set the posterior first (its rows decide the "
+                            "count)", fn);
+    if (!act && n_act == 0) {
+        eb_free(w->act);
+        w->act = NULL;
+        w->n_act = 0;
+        return EB_OK;
+    }
+    if (w->repr != EB_REPR_SAMPLES && w->repr != EB_REPR_DISTILLED)
+        return eb_error_set(err, EB_ERR_ARG, "%s: static activation scales are for samples and "
+                            "distilled posteriors, not %s", fn, eb_repr_name(w->repr));
+    if (!act || n_act == 0 || n_act > ACT_MAX_PER_ROW)
+        return eb_error_set(err, EB_ERR_ARG, "%s: %zu scales per row; give 1 to %u", fn,
+                            act ? n_act : (size_t)0, ACT_MAX_PER_ROW);
+    count = (size_t)w->rows * n_act;
+    for (size_t i = 0; i < count; i++)
+        if (!(act[i] > 0.0f) || !isfinite(act[i]))
+            return eb_error_set(err, isfinite(act[i]) ? EB_ERR_ARG : EB_ERR_NUMERIC,
+                                "%s: scale [%zu][%zu] is %g; activation scales must be finite "
+                                "and > 0", fn, i / n_act, i % n_act, (double)act[i]);
+    copy = eb_malloc(count * sizeof *copy);
+    if (!copy)
+        return eb_error_set(err, EB_ERR_NOMEM, "%s: out of memory copying %zu scales", fn, count);
+    memcpy(copy, act, count * sizeof *copy);
+    eb_free(w->act);
+    w->act = copy;
+    w->n_act = n_act;
+    return EB_OK;
+}
+
 static uint64_t align_up(uint64_t x)
 {
     return (x + EB_BUNDLE_ALIGN - 1) / EB_BUNDLE_ALIGN * EB_BUNDLE_ALIGN;
@@ -1923,7 +2015,7 @@ nomem:
 
 /* The most sections one bundle gets: META, ARCH, POSTERIOR, MU, SIGMA,
  * SCALES, GROUPS (int8) or INDEX, ROWPTR (csr). */
-#define W_MAX 9
+#define W_MAX 10
 
 eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err)
 {
@@ -1950,6 +2042,10 @@ eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err)
     if (!host_is_little_endian())
         return eb_error_set(err, EB_ERR_UNSUPPORTED,
                             "cannot write bundle '%s': this host is big-endian", path);
+    if (w->act && w->storage != EB_STORE_INT8)
+        return eb_error_set(err, EB_ERR_ARG, "cannot write bundle '%s': static activation "
+                            "scales (ACTSCALES) need int8 storage, not %s", path,
+                            eb_storage_name(w->storage ? w->storage : EB_STORE_F32));
 
     st = encode(w, &enc, path, err);
     if (st)
@@ -2005,6 +2101,9 @@ eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err)
     if (enc.rowptr) {
         W_ADD(EB_SEC_ROWPTR, EB_DTYPE_U64, enc.rowptr, enc.rowptr_size);
     }
+    if (w->act) {
+        W_ADD(EB_SEC_ACTSCALES, EB_DTYPE_F32, w->act, (uint64_t)w->rows * w->n_act * 4);
+    }
 #undef W_ADD
     head_len = EB_BUNDLE_HEADER_SIZE + (size_t)nsec * EB_BUNDLE_ENTRY_SIZE;
 
@@ -2026,7 +2125,9 @@ eb_status eb_bundle_write(eb_bundle_writer *w, const char *path, eb_error *err)
     }
     memcpy(head, EB_BUNDLE_MAGIC, EB_BUNDLE_MAGIC_LEN);
     wr16(head + EB_BH_MAJOR, EB_BUNDLE_FORMAT_MAJOR);
-    wr16(head + EB_BH_MINOR, EB_BUNDLE_FORMAT_MINOR);
+    /* The lowest minor that describes the file: 1.2 only adds ACTSCALES,
+     * so every other file stays byte-identical to what 1.1 wrote. */
+    wr16(head + EB_BH_MINOR, w->act ? 2 : 1);
     wr32(head + EB_BH_SECTION_COUNT, (uint32_t)nsec);
     wr64(head + EB_BH_FILE_SIZE, pos);
     wr64(head + EB_BH_TABLE_OFFSET, EB_BUNDLE_HEADER_SIZE);

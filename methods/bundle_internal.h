@@ -76,7 +76,8 @@ enum {
     EB_SEC_INDEX = 20,  /* shared-sparse: u32 (N); csr: u32 (nnz) */
     EB_SEC_HEAD = 21,   /* reserved: distilled head */
     EB_SEC_GROUPS = 22, /* int8: u64 (groups + 1) offsets 0 .. K */
-    EB_SEC_ROWPTR = 23  /* csr: u64 (rows + 1) offsets 0 .. nnz */
+    EB_SEC_ROWPTR = 23, /* csr: u64 (rows + 1) offsets 0 .. nnz */
+    EB_SEC_ACTSCALES = 24 /* int8 samples/distilled (1.2): f32 (rows, L) static activation scales */
 };
 
 /* Element types of a section's payload (entry field dtype). */

@@ -25,10 +25,12 @@
 
 #include "common/eb_status.h"
 
-/* The format version this code writes; it reads any file with this major
- * and any minor (higher minors only add what an older reader may skip). */
+/* The format version this code implements; it reads any file with this
+ * major and any minor (higher minors only add what an older reader may
+ * skip). The writer writes the lowest minor that describes the file: 2
+ * for a file with static activation scales (ACTSCALES), 1 otherwise. */
 #define EB_BUNDLE_FORMAT_MAJOR 1
-#define EB_BUNDLE_FORMAT_MINOR 1
+#define EB_BUNDLE_FORMAT_MINOR 2
 
 /* Posterior representations (the POSTERIOR section's `kind`). All four
  * are implemented by the file format (1.1); a file holding another one is
@@ -163,6 +165,14 @@ typedef struct eb_bundle_stored {
     const uint32_t *index;   /* SHARED_SPARSE: N; CSR: nnz */
     uint64_t n_index;
     const uint64_t *rowptr;  /* CSR: rows + 1 */
+    /* INT8 samples or distilled with an ACTSCALES section (1.2), tensor
+     * PARAMS only: (rows, n_act) static activation scales, one per row
+     * and weighted layer, each finite and > 0; NULL and 0 otherwise (the
+     * int8 kernels then quantize activations dynamically). The bundle
+     * does not parse the architecture: that n_act is its count of
+     * weighted layers is checked by eb_posterior_from_bundle. */
+    const float *act_scales;
+    uint64_t n_act;
 } eb_bundle_stored;
 /* Fills *out for tensor EB_TENSOR_PARAMS or EB_TENSOR_SIGMA; for a tensor
  * the representation lacks, *out is all zero (kind 0, values NULL). */
@@ -179,7 +189,8 @@ void eb_bundle_meta_at(const eb_bundle *b, size_t i, const char **key, const cha
 typedef struct eb_bundle_section {
     uint32_t type;          /* section type number */
     const char *type_name;  /* "META", "ARCH", "POSTERIOR", "PARAMS", "MU", "SIGMA",
-                             * "SCALES", "INDEX", "HEAD", "GROUPS", "ROWPTR" or "unknown" */
+                             * "SCALES", "INDEX", "HEAD", "GROUPS", "ROWPTR", "ACTSCALES"
+                             * or "unknown" */
     uint32_t dtype;         /* element type of the payload */
     const char *dtype_name; /* "bytes", "f32", "f16", "i8", "u32", "u64" or "unknown" */
     uint32_t flags;         /* bit 0: required */
@@ -258,6 +269,18 @@ eb_status eb_bundle_writer_distilled(eb_bundle_writer *w, eb_head_kind head, uin
  * -0.0 counts as zero for the sparse kinds (it decodes as +0.0). */
 eb_status eb_bundle_writer_storage(eb_bundle_writer *w, eb_storage_kind kind,
                                    const uint64_t *groups, size_t n_groups, eb_error *err);
+
+/* Static activation scales for the int8 kernels (format 1.2, section
+ * ACTSCALES): act (rows, n_act), one scale per posterior row (samples: S
+ * members; distilled: the student) and weighted layer, each finite and
+ * > 0; copied. Call after the posterior setter. The posterior must be
+ * samples or distilled and, by eb_bundle_write, stored as int8
+ * (EB_ERR_ARG otherwise). n_act is the architecture's count of weighted
+ * layers (dense and conv2d), which this module does not check (it does
+ * not parse the architecture); eb_posterior_from_bundle does. act NULL
+ * with n_act 0 removes them. */
+eb_status eb_bundle_writer_act_scales(eb_bundle_writer *w, const float *act, size_t n_act,
+                                      eb_error *err);
 
 /* Writes the bundle to `path` through a temporary file in the same
  * directory, fsynced, then renamed over `path`: on any failure no partial

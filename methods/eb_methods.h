@@ -101,6 +101,12 @@ typedef struct eb_trained {
     uint64_t *groups;
     size_t n_groups;
     uint32_t head;
+    /* int8 samples or distilled: static activation scales (rows, n_act),
+     * one per row and weighted layer (the quantize transform's
+     * activations=calibrated; bundle section ACTSCALES). Owned (eb_malloc;
+     * eb_trained_free frees); NULL: activations quantized dynamically. */
+    float *act_scales;
+    size_t n_act;
 } eb_trained;
 
 /* Allocates params for rows x arch->n_params (overflow-checked). */
@@ -294,7 +300,8 @@ uint32_t eb_posterior_default_draws(const eb_posterior *p);
  * On a quantized posterior (eb_posterior_quantized) the logits of member
  * s (or of the student) come from eb_qnet_forward_w over that member's
  * stored values in place: int8 weights with activations quantized per
- * GEMM row at run time, or f16 weights (methods/nn/nn_quant.h). The
+ * GEMM row at run time (or with the member's static per-layer scales
+ * when the bundle has ACTSCALES), or f16 weights (methods/nn/nn_quant.h). The
  * predictor holds one eb_qnet workspace shared by all members and, per
  * member, an eb_qweights owning only its f32 biases (int8: dequantized
  * once) and int8 channel scales; no dense f32 copy of the weights. The

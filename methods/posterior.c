@@ -101,6 +101,19 @@ static eb_status from_bundle(const eb_bundle *b, unsigned flags, eb_posterior *p
         return eb_error_set(err, EB_ERR_FORMAT,
                             "%s: a dropout posterior whose architecture has no dropout layer",
                             eb_bundle_path(b));
+    {
+        /* The bundle checked ACTSCALES' shape per row; the count per row
+         * must be the architecture's weighted layers, whatever the flags
+         * (a file that disagrees with itself is refused, not half-used). */
+        eb_bundle_stored sv;
+        eb_bundle_stored_view(b, EB_TENSOR_PARAMS, &sv);
+        if (sv.act_scales && sv.n_act != (uint64_t)eb_quant_act_layers(&p->arch))
+            return eb_error_set(err, EB_ERR_FORMAT,
+                                "%s: section ACTSCALES holds %llu scales per row but the "
+                                "architecture has %zu weighted layers (one scale each)",
+                                eb_bundle_path(b), (unsigned long long)sv.n_act,
+                                eb_quant_act_layers(&p->arch));
+    }
     if (p->storage == EB_STORE_F32) {
         p->params = eb_bundle_params(b);
         p->sigma = eb_bundle_sigma(b);
@@ -230,6 +243,10 @@ static eb_status quantized_new(eb_predictor *pr, eb_error *err)
                              qs == EB_QNET_INT8 ? sv->scales + (size_t)r * sv->n_groups : NULL,
                              qs == EB_QNET_INT8 ? sv->groups : NULL,
                              qs == EB_QNET_INT8 ? (size_t)sv->n_groups : 0, &pr->qw[r], err);
+        if (!st && sv->act_scales)
+            st = eb_qweights_set_act_scales(pr->qw[r], &p->arch,
+                                            sv->act_scales + (size_t)r * sv->n_act,
+                                            (size_t)sv->n_act, err);
         if (st)
             return eb_error_prefix(err, "member %u: ", r);
         pr->bytes += eb_qweights_bytes(pr->qw[r]);

@@ -82,6 +82,9 @@ void eb_trained_free(eb_trained *t)
     eb_free(t->groups);
     t->groups = NULL;
     t->n_groups = 0;
+    eb_free(t->act_scales);
+    t->act_scales = NULL;
+    t->n_act = 0;
     t->meta_len = t->meta_cap = 0;
 }
 
@@ -185,6 +188,8 @@ eb_status eb_trained_to_writer(const eb_trained *t, eb_bundle_writer *w, eb_erro
     }
     if (!st && t->storage && t->storage != EB_STORE_F32)
         st = eb_bundle_writer_storage(w, t->storage, t->groups, t->n_groups, err);
+    if (!st && t->act_scales)
+        st = eb_bundle_writer_act_scales(w, t->act_scales, t->n_act, err);
     return st;
 }
 

@@ -101,6 +101,33 @@ void eb_qkern_dense_i8(float *out, int16_t *qx, float *sx, const float *x, const
 void eb_qkern_dense_i8_naive(float *out, const float *x, const int8_t *qw, const float *sw,
                              const float *b, int n, int NI, int NO);
 
+/* ---- int8 activations with a static (calibrated) scale -------------
+ *
+ * The dynamic kernels above give every GEMM row its own scale max|x|/127
+ * at run time. With a static scale s (finite, > 0), fixed ahead of time
+ * for one layer's input (the quantize transform's activations=calibrated
+ * measures it on training data), every value v of every row becomes
+ *     q = clamp(rne(v * (1 / s)), -127, 127)
+ * with 1 / s computed once in float (a product 0 * inf, possible only for
+ * a subnormal s, counts as 0). Values beyond 127.5 s saturate at +-127;
+ * below that |v - q s| <= s / 2 up to float rounding. A row holding inf
+ * or NaN gets the scale NaN and q = 0, as in the dynamic path, so its
+ * outputs come out NaN. The GEMM and its float expression
+ *     out[r][o] = (float)acc[r][o] * (s * sw[o]) + b[o]
+ * are those of the dynamic kernels with sx[r] = s, so the fast and naive
+ * versions agree bit for bit. */
+/* Quantizes v (len) with the static scale s into q (len) and returns s
+ * (NaN for a row with inf or NaN). */
+float eb_quant_int8_static_i16(int16_t *q, const float *v, size_t len, float s);
+float eb_quant_int8_static_naive(int8_t *q, const float *v, size_t len, float s);
+/* eb_qkern_dense_i8 with every row of x quantized with the static scale
+ * xs (qx (n, NI) and sx (n) scratch as there). */
+void eb_qkern_dense_i8_static(float *out, int16_t *qx, float *sx, const float *x, float xs,
+                              const int8_t *qw, const float *sw, const float *b, int n, int NI,
+                              int NO);
+void eb_qkern_dense_i8_static_naive(float *out, const float *x, float xs, const int8_t *qw,
+                                    const float *sw, const float *b, int n, int NI, int NO);
+
 /* f16 dense layer: w (NO, NI) f16 bits. The fast version converts
  * eb_qkern_f16_block_rows(NI) rows of W at a time into wbuf
  * (block_rows, NI) and multiplies each block with sgemm; the naive one
@@ -126,6 +153,11 @@ void eb_qkern_gemv_i8(float *out, const int16_t *qx, float sx, const int8_t *qw,
                       const float *sw, const float *b, int NI, int NO);
 void eb_qkern_gemv_i8_naive(float *out, const float *x, const int8_t *qw, const float *sw,
                             const float *b, int NI, int NO);
+/* The static-scale reference of eb_qkern_gemv_i8: x (NI) quantized
+ * with eb_quant_int8_static_naive (scale xs), then the naive loops. The
+ * fast path is eb_quant_int8_static_i16 followed by eb_qkern_gemv_i8. */
+void eb_qkern_gemv_i8_static_naive(float *out, const float *x, float xs, const int8_t *qw,
+                                   const float *sw, const float *b, int NI, int NO);
 /* f16: w (NO, NI) f16 bits, x (NI), b (NO). For each o, 16 float lanes
  * a[l] accumulate h2f(w[o][i + l]) * x[i + l] over i = 0, 16, ... below
  * NV = NI - NI % 16, then s = a[0] + ... + a[15] in order, the tail's
@@ -157,6 +189,13 @@ void eb_qkern_conv2d_i8(float *out, float *cols, int16_t *qx, float *sx, const f
                         int C, int NO);
 void eb_qkern_conv2d_i8_naive(float *out, const float *inp, const int8_t *qw, const float *sw,
                               const float *b, int n, int H, int W, int C, int NO);
+/* int8 conv2d with every patch quantized with the static scale xs. */
+void eb_qkern_conv2d_i8_static(float *out, float *cols, int16_t *qx, float *sx, const float *inp,
+                               float xs, const int8_t *qw, const float *sw, const float *b, int n,
+                               int H, int W, int C, int NO);
+void eb_qkern_conv2d_i8_static_naive(float *out, const float *inp, float xs, const int8_t *qw,
+                                     const float *sw, const float *b, int n, int H, int W, int C,
+                                     int NO);
 void eb_qkern_conv2d_f16(float *out, float *cols, float *wbuf, const float *inp,
                          const uint16_t *w, const float *b, int n, int H, int W, int C, int NO);
 void eb_qkern_conv2d_f16_naive(float *out, const float *inp, const uint16_t *w, const float *b,
@@ -181,7 +220,9 @@ typedef enum eb_qnet_storage {
  *         dequantized to f32 once at eb_qnet_set_weights; activations
  *         quantized per GEMM row (per example for dense, per output pixel
  *         patch for conv2d, after im2col), int32 accumulation
- *         (eb_qkern_dense_i8).
+ *         (eb_qkern_dense_i8), or, once static activation scales are set
+ *         (eb_qnet_set_act_scales, eb_qweights_set_act_scales), with one
+ *         fixed scale per weighted layer (eb_qkern_dense_i8_static).
  * Convolutions run over chunks of images so the im2col buffer stays
  * bounded whatever max_batch is. */
 typedef struct eb_qnet eb_qnet;
@@ -280,6 +321,36 @@ eb_status eb_qnet_forward_w(eb_qnet *q, const eb_qweights *w, const float *x, si
 /* The naive reference of eb_qnet_forward_w (as eb_qnet_forward_naive). */
 eb_status eb_qnet_forward_w_naive(const eb_qnet *q, const eb_qweights *w, const float *x,
                                   size_t n, float *logits, eb_error *err);
+/* ---- Static activation scales (int8) ---------------------------------
+ *
+ * One scale per weighted layer (dense or conv2d, in layer order) for
+ * that layer's input: eb_quant_act_layers(arch) of them. */
+size_t eb_quant_act_layers(const eb_arch *arch);
+/* Gives int8 weights static activation scales act (n_act =
+ * eb_quant_act_layers(arch), each finite and > 0; copied), or, with act
+ * NULL and n_act 0, returns them to dynamic quantization. EB_ERR_ARG
+ * naming the count or the scale at fault (w unchanged then), or for
+ * weights that are not int8. */
+eb_status eb_qweights_set_act_scales(eb_qweights *w, const eb_arch *arch, const float *act,
+                                     size_t n_act, eb_error *err);
+/* The same for a network's own weights (eb_qnet_set_weights leaves them
+ * as they are). */
+eb_status eb_qnet_set_act_scales(eb_qnet *q, const float *act, size_t n_act, eb_error *err);
+/* Layer i's static activation scale, or 0 when w quantizes dynamically
+ * (or layer i has no weights). */
+float eb_qweights_act_scale(const eb_qweights *w, int i);
+
+/* Called by eb_qnet_forward_observe with the input of every weighted
+ * layer i before the layer runs: in (n, len), len = the layer's in_size
+ * (conv2d: the H x W x C input image, not its im2col patches). */
+typedef void (*eb_qnet_observe_fn)(void *ctx, int layer, const float *in, size_t n, size_t len);
+/* eb_qnet_forward_w, calling fn (not NULL) on the way: the
+ * calibration's view of a network's activations. The logits are those of
+ * eb_qnet_forward_w bit for bit. */
+eb_status eb_qnet_forward_observe(eb_qnet *q, const eb_qweights *w, const float *x, size_t n,
+                                  float *logits, eb_qnet_observe_fn fn, void *ctx,
+                                  eb_error *err);
+
 const eb_arch *eb_qnet_arch(const eb_qnet *q);
 eb_qnet_storage eb_qnet_storage_of(const eb_qnet *q);
 void eb_qnet_free(eb_qnet *q);

@@ -177,6 +177,31 @@ float eb_quant_int8_run_i16(int16_t *restrict q, const float *restrict v, size_t
     return quant_run16(q, v, len);
 }
 
+/* Static scale (nn_quant.h): clamp, then round (the same integer as
+ * rounding, then clamping, since the bounds are integers and rounding is
+ * monotone), so rne_small only sees |t| <= 127. NaN products (v NaN, or
+ * 0 * inf for a subnormal s) are selected to 0 before the conversion;
+ * a non-finite v marks the row bad. Selects only, so it vectorises. */
+EB_Q_CLONES
+float eb_quant_int8_static_i16(int16_t *restrict q, const float *restrict v, size_t len, float s)
+{
+    const float inv = 1.0f / s;
+    int nonfinite = 0;
+    for (size_t k = 0; k < len; k++) {
+        float t = v[k] * inv;
+        nonfinite |= !(fabsf(v[k]) <= FLT_MAX);
+        t = t > 127.0f ? 127.0f : t;
+        t = t < -127.0f ? -127.0f : t;
+        t = t == t ? t : 0.0f;
+        q[k] = (int16_t)(int)rne_small(t);
+    }
+    if (nonfinite) {
+        memset(q, 0, len * sizeof *q);
+        return NAN;
+    }
+    return s;
+}
+
 void eb_quant_int8_groups(int8_t *q, float *scales, const float *v, const uint64_t *groups,
                           size_t n_groups)
 {
@@ -350,6 +375,22 @@ void eb_qkern_dense_i8(float *out, int16_t *qx, float *sx, const float *x, const
                        const float *sw, const float *b, int n, int NI, int NO)
 {
     quant_rows(qx, sx, x, n, NI);
+    i8_gemm_core(NULL, out, qx, sx, qw, sw, b, n, NI, NO);
+}
+
+EB_Q_CLONES
+static void quant_rows_static(int16_t *restrict qx, float *restrict sx, const float *restrict x,
+                              float xs, int n, int NI)
+{
+    for (int r = 0; r < n; r++)
+        sx[r] = eb_quant_int8_static_i16(qx + (size_t)r * NI, x + (size_t)r * NI, (size_t)NI, xs);
+}
+
+void eb_qkern_dense_i8_static(float *out, int16_t *qx, float *sx, const float *x, float xs,
+                              const int8_t *qw, const float *sw, const float *b, int n, int NI,
+                              int NO)
+{
+    quant_rows_static(qx, sx, x, xs, n, NI);
     i8_gemm_core(NULL, out, qx, sx, qw, sw, b, n, NI, NO);
 }
 
@@ -615,6 +656,15 @@ void eb_qkern_conv2d_i8(float *out, float *cols, int16_t *qx, float *sx, const f
     eb_qkern_dense_i8(out, qx, sx, cols, qw, sw, b, rows, 9 * C, NO);
 }
 
+void eb_qkern_conv2d_i8_static(float *out, float *cols, int16_t *qx, float *sx, const float *inp,
+                               float xs, const int8_t *qw, const float *sw, const float *b, int n,
+                               int H, int W, int C, int NO)
+{
+    const int rows = n * (H - 2) * (W - 2);
+    im2col(cols, inp, n, H, W, C);
+    eb_qkern_dense_i8_static(out, qx, sx, cols, xs, qw, sw, b, rows, 9 * C, NO);
+}
+
 void eb_qkern_conv2d_f16(float *out, float *cols, float *wbuf, const float *inp,
                          const uint16_t *w, const float *b, int n, int H, int W, int C, int NO)
 {
@@ -862,6 +912,68 @@ void eb_qweights_layer(const eb_qweights *w, const eb_arch *arch, int i, const v
     *bias = w->bias + w->bias_at[i];
 }
 
+size_t eb_quant_act_layers(const eb_arch *arch)
+{
+    size_t n = 0;
+    for (int i = 0; i < arch->n_layers; i++)
+        n += arch->layers[i].n_weights ? 1 : 0;
+    return n;
+}
+
+/* Checks act (n_act) against arch and, when w is not NULL, installs it. */
+static eb_status set_act(struct eb_qweights *w, const eb_arch *arch, const float *act,
+                         size_t n_act, eb_error *err)
+{
+    const size_t want = eb_quant_act_layers(arch);
+    size_t j = 0;
+    if (w->storage != EB_QNET_INT8)
+        return eb_error_set(err, EB_ERR_ARG,
+                            "static activation scales are for int8 weights, not %s",
+                            storage_word(w->storage));
+    if (!act && n_act == 0) {
+        w->has_act = 0;
+        memset(w->act, 0, sizeof w->act);
+        return EB_OK;
+    }
+    if (!act || n_act != want)
+        return eb_error_set(err, EB_ERR_ARG,
+                            "%zu static activation scales given; the architecture has %zu "
+                            "weighted layers (one scale each)",
+                            act ? n_act : (size_t)0, want);
+    for (size_t k = 0; k < n_act; k++)
+        if (!(act[k] > 0.0f && act[k] <= FLT_MAX))
+            return eb_error_set(err, EB_ERR_ARG,
+                                "static activation scale %zu is %g; it must be finite and > 0",
+                                k, (double)act[k]);
+    memset(w->act, 0, sizeof w->act);
+    for (int i = 0; i < arch->n_layers; i++)
+        if (arch->layers[i].n_weights)
+            w->act[i] = act[j++];
+    w->has_act = 1;
+    return EB_OK;
+}
+
+eb_status eb_qweights_set_act_scales(eb_qweights *w, const eb_arch *arch, const float *act,
+                                     size_t n_act, eb_error *err)
+{
+    if (w->k != arch->n_params || w->n_layers != arch->n_layers)
+        return eb_error_set(err, EB_ERR_ARG,
+                            "the weights (K = %zu, %d layers) are not of this architecture "
+                            "(K = %zu, %d layers)",
+                            w->k, w->n_layers, arch->n_params, arch->n_layers);
+    return set_act(w, arch, act, n_act, err);
+}
+
+eb_status eb_qnet_set_act_scales(eb_qnet *q, const float *act, size_t n_act, eb_error *err)
+{
+    return set_act(&q->w, &q->arch, act, n_act, err);
+}
+
+float eb_qweights_act_scale(const eb_qweights *w, int i)
+{
+    return w->has_act && i >= 0 && i < w->n_layers ? w->act[i] : 0.0f;
+}
+
 static eb_status qnet_create(const eb_arch *arch, eb_qnet_storage storage, int max_batch,
                              int own_weights, eb_qnet **out, eb_error *err)
 {
@@ -1067,8 +1179,13 @@ static void dense_layer(eb_qnet *q, const eb_qweights *w, int i, float *out, con
                            NI, NO);
         break;
     case EB_QNET_INT8:
-        eb_qkern_dense_i8(out, q->qx, q->sx, in, (const int8_t *)w->values + L->param_offset,
-                          w->scale + w->scale_at[i], b, n, NI, NO);
+        if (w->has_act)
+            eb_qkern_dense_i8_static(out, q->qx, q->sx, in, w->act[i],
+                                     (const int8_t *)w->values + L->param_offset,
+                                     w->scale + w->scale_at[i], b, n, NI, NO);
+        else
+            eb_qkern_dense_i8(out, q->qx, q->sx, in, (const int8_t *)w->values + L->param_offset,
+                              w->scale + w->scale_at[i], b, n, NI, NO);
         break;
     }
 }
@@ -1094,16 +1211,23 @@ static void conv_layer(eb_qnet *q, const eb_qweights *w, int i, float *out, cons
                                 NO);
             break;
         case EB_QNET_INT8:
-            eb_qkern_conv2d_i8(y, q->cols, q->qx, q->sx, x,
-                               (const int8_t *)w->values + L->param_offset,
-                               w->scale + w->scale_at[i], b, m, H, W, C, NO);
+            if (w->has_act)
+                eb_qkern_conv2d_i8_static(y, q->cols, q->qx, q->sx, x, w->act[i],
+                                          (const int8_t *)w->values + L->param_offset,
+                                          w->scale + w->scale_at[i], b, m, H, W, C, NO);
+            else
+                eb_qkern_conv2d_i8(y, q->cols, q->qx, q->sx, x,
+                                   (const int8_t *)w->values + L->param_offset,
+                                   w->scale + w->scale_at[i], b, m, H, W, C, NO);
             break;
         }
     }
 }
 
-eb_status eb_qnet_forward_w(eb_qnet *q, const eb_qweights *w, const float *x, size_t n,
-                            float *logits, eb_error *err)
+/* The forward of eb_qnet_forward_w and eb_qnet_forward_observe; fn may
+ * be NULL. */
+static eb_status qnet_forward(eb_qnet *q, const eb_qweights *w, const float *x, size_t n,
+                              float *logits, eb_qnet_observe_fn fn, void *ctx, eb_error *err)
 {
     const eb_arch *a = &q->arch;
     const float *in = x;
@@ -1116,6 +1240,8 @@ eb_status eb_qnet_forward_w(eb_qnet *q, const eb_qweights *w, const float *x, si
     for (int i = 0; i < a->n_layers; i++) {
         const eb_layer *L = &a->layers[i];
         float *o = i == a->n_layers - 1 ? logits : q->act[pp];
+        if (fn && L->n_weights)
+            fn(ctx, i, in, n, L->in_size);
         switch (L->kind) {
         case EB_LAYER_DENSE:
             dense_layer(q, w, i, o, in, (int)n);
@@ -1140,6 +1266,21 @@ eb_status eb_qnet_forward_w(eb_qnet *q, const eb_qweights *w, const float *x, si
         in = cur = o;
     }
     return EB_OK;
+}
+
+eb_status eb_qnet_forward_w(eb_qnet *q, const eb_qweights *w, const float *x, size_t n,
+                            float *logits, eb_error *err)
+{
+    return qnet_forward(q, w, x, n, logits, NULL, NULL, err);
+}
+
+eb_status eb_qnet_forward_observe(eb_qnet *q, const eb_qweights *w, const float *x, size_t n,
+                                  float *logits, eb_qnet_observe_fn fn, void *ctx,
+                                  eb_error *err)
+{
+    if (!fn)
+        return eb_error_set(err, EB_ERR_ARG, "eb_qnet_forward_observe needs an observer");
+    return qnet_forward(q, w, x, n, logits, fn, ctx, err);
 }
 
 eb_status eb_qnet_forward(eb_qnet *q, const float *x, size_t n, float *logits, eb_error *err)

@@ -24,6 +24,11 @@ struct eb_qweights {
     size_t bias_at[EB_ARCH_MAX_LAYERS];  /* layer i's first bias in bias */
     size_t scale_at[EB_ARCH_MAX_LAYERS]; /* layer i's first scale in scale */
     size_t bytes; /* eb_qweights_new: the allocation holding this struct, bias and scale */
+    /* int8 activations: has_act 0 quantizes every GEMM row dynamically;
+     * 1 (eb_qweights_set_act_scales) quantizes layer i's input with the
+     * static scale act[i] (> 0, finite) for every weighted layer i. */
+    int has_act;
+    float act[EB_ARCH_MAX_LAYERS];
 };
 
 struct eb_qnet {

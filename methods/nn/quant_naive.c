@@ -117,11 +117,37 @@ void eb_qkern_i8_gemm_naive(int32_t *acc, const int16_t *qx, const int8_t *qw, i
         }
 }
 
-/* One output row: quantize x (NI), then the dot with every row of W. */
-static void dense_i8_row(float *out, int8_t *qrow, const float *x, const int8_t *qw,
+/* The static-scale quantization of nn_quant.h as the textbook loop:
+ * round, then clamp. */
+float eb_quant_int8_static_naive(int8_t *q, const float *v, size_t len, float s)
+{
+    const float inv = 1.0f / s;
+    for (size_t k = 0; k < len; k++)
+        if (!isfinite(v[k])) {
+            memset(q, 0, len);
+            return NAN;
+        }
+    for (size_t k = 0; k < len; k++) {
+        float t = v[k] * inv;
+        if (isnan(t)) /* 0 * inf, for a subnormal s */
+            t = 0.0f;
+        t = rintf(t);
+        if (t > 127.0f)
+            t = 127.0f;
+        if (t < -127.0f)
+            t = -127.0f;
+        q[k] = (int8_t)t;
+    }
+    return s;
+}
+
+/* One output row: quantize x (NI), dynamically (xs = 0) or with the
+ * static scale xs, then the dot with every row of W. */
+static void dense_i8_row(float *out, int8_t *qrow, const float *x, float xs, const int8_t *qw,
                          const float *sw, const float *b, int NI, int NO)
 {
-    const float sx = eb_quant_int8_run_naive(qrow, x, (size_t)NI);
+    const float sx = xs > 0.0f ? eb_quant_int8_static_naive(qrow, x, (size_t)NI, xs)
+                               : eb_quant_int8_run_naive(qrow, x, (size_t)NI);
     for (int o = 0; o < NO; o++) {
         int32_t s = 0;
         for (int k = 0; k < NI; k++)
@@ -130,8 +156,9 @@ static void dense_i8_row(float *out, int8_t *qrow, const float *x, const int8_t 
     }
 }
 
-void eb_qkern_dense_i8_naive(float *out, const float *x, const int8_t *qw, const float *sw,
-                             const float *b, int n, int NI, int NO)
+/* Both int8 dense references; xs = 0: dynamic. */
+static void dense_i8_naive(float *out, const float *x, float xs, const int8_t *qw,
+                           const float *sw, const float *b, int n, int NI, int NO)
 {
     int8_t *qrow = eb_malloc((size_t)NI);
     if (!qrow) { /* a reference kernel; the tests treat NaN as failure */
@@ -140,8 +167,26 @@ void eb_qkern_dense_i8_naive(float *out, const float *x, const int8_t *qw, const
         return;
     }
     for (int r = 0; r < n; r++)
-        dense_i8_row(out + (size_t)r * NO, qrow, x + (size_t)r * NI, qw, sw, b, NI, NO);
+        dense_i8_row(out + (size_t)r * NO, qrow, x + (size_t)r * NI, xs, qw, sw, b, NI, NO);
     eb_free(qrow);
+}
+
+void eb_qkern_dense_i8_naive(float *out, const float *x, const int8_t *qw, const float *sw,
+                             const float *b, int n, int NI, int NO)
+{
+    dense_i8_naive(out, x, 0.0f, qw, sw, b, n, NI, NO);
+}
+
+void eb_qkern_dense_i8_static_naive(float *out, const float *x, float xs, const int8_t *qw,
+                                    const float *sw, const float *b, int n, int NI, int NO)
+{
+    dense_i8_naive(out, x, xs, qw, sw, b, n, NI, NO);
+}
+
+void eb_qkern_gemv_i8_static_naive(float *out, const float *x, float xs, const int8_t *qw,
+                                   const float *sw, const float *b, int NI, int NO)
+{
+    dense_i8_naive(out, x, xs, qw, sw, b, 1, NI, NO);
 }
 
 void eb_qkern_dense_f16_naive(float *out, const float *x, const uint16_t *w, const float *b,
@@ -179,8 +224,8 @@ static void gather_patch(float *patch, const float *inp, int img, int oy, int ox
                     inp[(((size_t)img * H + oy + ky) * W + ox + kx) * C + c];
 }
 
-void eb_qkern_conv2d_i8_naive(float *out, const float *inp, const int8_t *qw, const float *sw,
-                              const float *b, int n, int H, int W, int C, int NO)
+static void conv2d_i8_naive(float *out, const float *inp, float xs, const int8_t *qw,
+                            const float *sw, const float *b, int n, int H, int W, int C, int NO)
 {
     const int OH = H - 2, OW = W - 2;
     float *patch = eb_malloc(9 * (size_t)C * sizeof *patch);
@@ -193,12 +238,25 @@ void eb_qkern_conv2d_i8_naive(float *out, const float *inp, const int8_t *qw, co
             for (int oy = 0; oy < OH; oy++)
                 for (int ox = 0; ox < OW; ox++) {
                     gather_patch(patch, inp, img, oy, ox, H, W, C);
-                    dense_i8_row(out + (((size_t)img * OH + oy) * OW + ox) * NO, qrow, patch, qw,
-                                 sw, b, 9 * C, NO);
+                    dense_i8_row(out + (((size_t)img * OH + oy) * OW + ox) * NO, qrow, patch, xs,
+                                 qw, sw, b, 9 * C, NO);
                 }
     }
     eb_free(patch);
     eb_free(qrow);
+}
+
+void eb_qkern_conv2d_i8_naive(float *out, const float *inp, const int8_t *qw, const float *sw,
+                              const float *b, int n, int H, int W, int C, int NO)
+{
+    conv2d_i8_naive(out, inp, 0.0f, qw, sw, b, n, H, W, C, NO);
+}
+
+void eb_qkern_conv2d_i8_static_naive(float *out, const float *inp, float xs, const int8_t *qw,
+                                     const float *sw, const float *b, int n, int H, int W, int C,
+                                     int NO)
+{
+    conv2d_i8_naive(out, inp, xs, qw, sw, b, n, H, W, C, NO);
 }
 
 void eb_qkern_conv2d_f16_naive(float *out, const float *inp, const uint16_t *w, const float *b,
@@ -255,9 +313,9 @@ eb_status eb_qnet_forward_w_naive(const eb_qnet *q, const eb_qweights *w, const 
                 eb_qkern_dense_f16_naive(cur, in, (const uint16_t *)w->values + off, b, nn,
                                          (int)L->in_size, L->units);
             else
-                eb_qkern_dense_i8_naive(cur, in, (const int8_t *)w->values + off,
-                                        w->scale + w->scale_at[i], b, nn, (int)L->in_size,
-                                        L->units);
+                dense_i8_naive(cur, in, w->has_act ? w->act[i] : 0.0f,
+                               (const int8_t *)w->values + off, w->scale + w->scale_at[i], b, nn,
+                               (int)L->in_size, L->units);
             break;
         case EB_LAYER_CONV2D:
             if (q->storage == EB_QNET_F32)
@@ -267,9 +325,9 @@ eb_status eb_qnet_forward_w_naive(const eb_qnet *q, const eb_qweights *w, const 
                 eb_qkern_conv2d_f16_naive(cur, in, (const uint16_t *)w->values + off, b, nn,
                                           L->in_h, L->in_w, L->in_c, L->units);
             else
-                eb_qkern_conv2d_i8_naive(cur, in, (const int8_t *)w->values + off,
-                                         w->scale + w->scale_at[i], b, nn, L->in_h, L->in_w,
-                                         L->in_c, L->units);
+                conv2d_i8_naive(cur, in, w->has_act ? w->act[i] : 0.0f,
+                                (const int8_t *)w->values + off, w->scale + w->scale_at[i], b, nn,
+                                L->in_h, L->in_w, L->in_c, L->units);
             break;
         case EB_LAYER_MAXPOOL:
             eb_kern_maxpool_forward_naive(cur, in, nn, L->in_h, L->in_w, L->in_c);

@@ -7,8 +7,10 @@
  * quantization, exact integer sums, same float expressions); f16 sums
  * in the GEMV's own order, so its probabilities are held to an absolute
  * 1e-5 of loop's, and the largest difference is printed. Threads 1 and 2
- * give the same bytes. Also: which entry the registry picks, and the
- * sentences that refuse other posteriors. */
+ * give the same bytes. int8 with static activation scales (ACTSCALES)
+ * is bit-identical too. Also: which entry the registry picks, and the
+ * sentences that refuse other posteriors (and ACTSCALES of the wrong
+ * count). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -40,10 +42,17 @@ static void scratch_path(char *out, size_t n, const char *name)
     snprintf(out, n, "%s/devices_stacked_q_%s", EB_TEST_BINARY_DIR, name);
 }
 
+/* Static activation scales (ACTSCALES) of write_samples_act: none, per
+ * member and weighted layer, or one too many per member. */
+enum { ACT_NONE = 0, ACT_STATIC = 1, ACT_WRONG_COUNT = 2 };
+
 /* S random members of arch_text stored as sk (int8: one scale per output
- * channel, the quantize transform's grouping). */
-static void write_samples(const char *path, const char *arch_text, uint32_t S, uint64_t seed,
-                          eb_storage_kind sk)
+ * channel, the quantize transform's grouping), with static activation
+ * scales per act: member s, weighted layer j gets 0.004 + 0.003 ((s + j)
+ * mod 5), ranges of 0.5 to 2.4 (the inputs lie in [-1, 1]; hidden layers
+ * saturate in places, which the kernels must handle alike). */
+static void write_samples_act(const char *path, const char *arch_text, uint32_t S,
+                              uint64_t seed, eb_storage_kind sk, int act)
 {
     uint64_t *groups = NULL;
     size_t ng = 0;
@@ -69,10 +78,26 @@ static void write_samples(const char *path, const char *arch_text, uint32_t S, u
     if (sk == EB_STORE_INT8)
         assert_int_equal(eb_quant_groups(&arch, &groups, &ng, &err), EB_OK);
     assert_int_equal(eb_bundle_writer_storage(w, sk, groups, ng, &err), EB_OK);
+    if (act != ACT_NONE) {
+        const size_t L = eb_quant_act_layers(&arch) + (act == ACT_WRONG_COUNT);
+        float *a = malloc((size_t)S * L * sizeof *a);
+        assert_non_null(a);
+        for (uint32_t m = 0; m < S; m++)
+            for (size_t j = 0; j < L; j++)
+                a[m * L + j] = 0.004f + 0.003f * (float)((m + j) % 5);
+        assert_int_equal(eb_bundle_writer_act_scales(w, a, L, &err), EB_OK);
+        free(a);
+    }
     assert_int_equal(eb_bundle_write(w, path, &err), EB_OK);
     eb_bundle_writer_free(w);
     eb_free(groups);
     free(theta);
+}
+
+static void write_samples(const char *path, const char *arch_text, uint32_t S, uint64_t seed,
+                          eb_storage_kind sk)
+{
+    write_samples_act(path, arch_text, S, seed, sk, ACT_NONE);
 }
 
 static eb_device *open_loaded(const char *strategy, int threads, const char *path)
@@ -105,18 +130,26 @@ static float *random_inputs(size_t n, size_t in, uint64_t seed, int signed_too)
     return x;
 }
 
-/* stacked (threads 1 and 2) against loop for one stored bundle. */
-static void check_bundle(const char *arch_text, const char *tag, eb_storage_kind sk, uint32_t S)
+/* stacked (threads 1 and 2) against loop for one stored bundle; act:
+ * with static activation scales (int8), also checked to change loop's
+ * probabilities against the same weights quantized dynamically. */
+static void check_bundle_act(const char *arch_text, const char *tag, eb_storage_kind sk,
+                             uint32_t S, int act)
 {
     static const size_t ns[] = {1, 3, 20};
-    char path[512];
-    eb_device *loop, *st1, *st2;
+    char path[512], dyn_path[512];
+    eb_device *loop, *st1, *st2, *dyn = NULL;
     eb_error err;
     double worst = 0.0;
     size_t in, C = 10;
 
     scratch_path(path, sizeof path, "bundle.ebb");
-    write_samples(path, arch_text, S, 100 + S, sk);
+    write_samples_act(path, arch_text, S, 100 + S, sk, act);
+    if (act) {
+        scratch_path(dyn_path, sizeof dyn_path, "bundle_dyn.ebb");
+        write_samples(dyn_path, arch_text, S, 100 + S, sk);
+        dyn = open_loaded("loop", 1, dyn_path);
+    }
     loop = open_loaded("loop", 2, path);
     st1 = open_loaded("stacked", 1, path);
     st2 = open_loaded("stacked", 2, path);
@@ -139,6 +172,10 @@ static void check_bundle(const char *arch_text, const char *tag, eb_storage_kind
             assert_memory_equal(got1, got2, len * sizeof *got1);
             if (sk == EB_STORE_INT8) {
                 assert_memory_equal(got1, want, len * sizeof *got1);
+                if (dyn) { /* the static scales are what ran */
+                    assert_int_equal(eb_device_predict(dyn, x, n, Sq, 5, 0, got2, &err), EB_OK);
+                    assert_true(memcmp(got2, want, len * sizeof *got2) != 0);
+                }
             } else {
                 for (size_t k = 0; k < len; k++) {
                     const double e = fabs((double)got1[k] - (double)want[k]);
@@ -155,8 +192,8 @@ static void check_bundle(const char *arch_text, const char *tag, eb_storage_kind
         free(got2);
     }
     if (sk == EB_STORE_INT8)
-        printf("%s int8 S=%u: stacked equals loop bit for bit (n = 1, 3, 20; threads 1 and 2)\n",
-               tag, S);
+        printf("%s int8%s S=%u: stacked equals loop bit for bit (n = 1, 3, 20; threads 1 and "
+               "2)\n", tag, act ? " static activation scales" : "", S);
     else
         printf("%s f16 S=%u: stacked within %.3g of loop (tolerance %g; n = 1, 3, 20), threads "
                "1 and 2 bit-identical\n",
@@ -165,6 +202,15 @@ static void check_bundle(const char *arch_text, const char *tag, eb_storage_kind
     eb_device_close(st1);
     eb_device_close(st2);
     remove(path);
+    if (dyn) {
+        eb_device_close(dyn);
+        remove(dyn_path);
+    }
+}
+
+static void check_bundle(const char *arch_text, const char *tag, eb_storage_kind sk, uint32_t S)
+{
+    check_bundle_act(arch_text, tag, sk, S, ACT_NONE);
 }
 
 static void test_matches_loop(void **state)
@@ -176,6 +222,43 @@ static void test_matches_loop(void **state)
             check_bundle(MLP, "mlp", (eb_storage_kind)sk, Ss[i]);
             check_bundle(CNN, "cnn", (eb_storage_kind)sk, Ss[i]);
         }
+}
+
+/* int8 with static activation scales (ACTSCALES, a scale per member and
+ * weighted layer): stacked equals loop bit for bit, and the scales
+ * change the result. */
+static void test_static_scales_match_loop(void **state)
+{
+    static const uint32_t Ss[] = {1, 3, 8};
+    (void)state;
+    for (size_t i = 0; i < sizeof Ss / sizeof Ss[0]; i++) {
+        check_bundle_act(MLP, "mlp", EB_STORE_INT8, Ss[i], ACT_STATIC);
+        check_bundle_act(CNN, "cnn", EB_STORE_INT8, Ss[i], ACT_STATIC);
+    }
+}
+
+/* ACTSCALES whose count per member is not the architecture's weighted
+ * layers: the bundle opens (it does not parse the architecture), the
+ * posterior refuses it, naming the section and both counts. */
+static void test_static_scales_wrong_count(void **state)
+{
+    char path[512];
+    eb_bundle *b;
+    eb_posterior p;
+    eb_error err;
+    (void)state;
+    scratch_path(path, sizeof path, "wrong_count.ebb");
+    write_samples_act(path, MLP, 2, 9, EB_STORE_INT8, ACT_WRONG_COUNT);
+    assert_int_equal(eb_bundle_open(path, 0, &b, &err), EB_OK);
+    for (unsigned flags = 0; flags <= EB_POSTERIOR_QUANTIZED; flags += EB_POSTERIOR_QUANTIZED) {
+        eb_error_clear(&err);
+        assert_int_equal(eb_posterior_from_bundle_flags(b, flags, &p, &err), EB_ERR_FORMAT);
+        printf("refusal: %s\n", err.msg);
+        assert_non_null(strstr(err.msg, "section ACTSCALES holds 3 scales per row but the "
+                                        "architecture has 2 weighted layers"));
+    }
+    eb_bundle_close(b);
+    remove(path);
 }
 
 /* auto and stacked choose this entry for int8 and f16 samples; other
@@ -251,6 +334,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_loop),
+        cmocka_unit_test(test_static_scales_match_loop),
+        cmocka_unit_test(test_static_scales_wrong_count),
         cmocka_unit_test(test_pick_and_refuse),
         cmocka_unit_test(test_limits),
     };

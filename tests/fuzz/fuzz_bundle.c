@@ -54,6 +54,15 @@ static void exercise(const eb_bundle *b)
                 continue;
             if (sv.rows != rows || sv.k != eb_bundle_nparams(b))
                 __builtin_trap();
+            if (sv.act_scales) { /* (rows, n_act), each finite and > 0 */
+                if (t != EB_TENSOR_PARAMS || sv.n_act == 0)
+                    __builtin_trap();
+                for (uint64_t i = 0; i < (uint64_t)rows * sv.n_act; i++) {
+                    if (!(sv.act_scales[i] > 0.0f))
+                        __builtin_trap();
+                    sink += sv.act_scales[i];
+                }
+            }
             for (uint32_t r = 0; r < rows && r < 4096; r++) {
                 if (eb_bundle_decode(b, t, r, row, &err) != EB_OK)
                     __builtin_trap(); /* every row of a present tensor decodes */

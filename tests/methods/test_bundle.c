@@ -171,7 +171,8 @@ static tfile build(const tsec *s, uint32_t n)
     f = tfile_new((size_t)pos);
     memcpy(f.p, EB_BUNDLE_MAGIC, EB_BUNDLE_MAGIC_LEN);
     put16(f.p + EB_BH_MAJOR, 1);
-    put16(f.p + EB_BH_MINOR, EB_BUNDLE_FORMAT_MINOR);
+    /* 1: what the writer writes for every file without ACTSCALES (1.2) */
+    put16(f.p + EB_BH_MINOR, 1);
     put32(f.p + EB_BH_SECTION_COUNT, n);
     put64(f.p + EB_BH_FILE_SIZE, pos);
     put64(f.p + EB_BH_TABLE_OFFSET, EB_BUNDLE_HEADER_SIZE);
@@ -942,7 +943,7 @@ static void test_posterior_fields(void **state)
         s[2].size = 40;
         f = build(s, 4);
         expect_fail(&f, 0, EB_ERR_FORMAT, "section POSTERIOR is 40 bytes");
-        put16(f.p + EB_BH_MINOR, 2); /* a newer minor may extend it */
+        put16(f.p + EB_BH_MINOR, EB_BUNDLE_FORMAT_MINOR + 1); /* a newer minor may extend it */
         fix_crcs(&f);
         assert_int_equal(open_status(&f, 0), EB_OK);
         tfile_free(&f);
@@ -1969,7 +1970,7 @@ static void test_shared_sparse_size(void **state)
  * (K = 4, S = 2 for samples); any of them may be replaced or dropped. */
 typedef struct kspec {
     spec p;
-    tsec s[9];
+    tsec s[10];
     uint32_t n;
 } kspec;
 
@@ -2081,6 +2082,185 @@ static void test_handbuilt_kinds_ok(void **state)
         }
         tfile_free(&f);
     }
+}
+
+/* ---- ACTSCALES (1.2): static activation scales --------------------------- */
+
+/* The writer stores (rows, L) scales as ACTSCALES, required, after the
+ * int8 sections, in a file of minor 2; the reader hands them out with
+ * the PARAMS view; without them (or once removed) the file is minor 1
+ * and byte-identical to what 1.1 wrote. */
+static void test_act_scales_roundtrip(void **state)
+{
+    const float v[2 * 6] = {1.27f, -0.635f, 0.0f, 0.3f, 0.0f, 0.1f,
+                            -2.54f, 0.01f, 4.0f, 0.0f, -1.0f, 0.5f};
+    const float act[2 * 3] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f};
+    const uint64_t groups[3] = {0, 3, 6};
+    char path[512], path2[512];
+    eb_bundle *b;
+    eb_bundle_stored sv;
+    eb_bundle_section info;
+    eb_error err;
+    unsigned major, minor;
+    tfile f, g;
+    (void)state;
+    test_path(path, sizeof path, "act.ebb");
+    test_path(path2, sizeof path2, "act2.ebb");
+    for (int with = 1; with >= 0; with--) {
+        eb_bundle_writer *w;
+        assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+        assert_int_equal(eb_bundle_writer_arch(w, "dense 3", &err), EB_OK);
+        assert_int_equal(eb_bundle_writer_samples(w, 2, 6, v, &err), EB_OK);
+        assert_int_equal(eb_bundle_writer_act_scales(w, act, 3, &err), EB_OK);
+        assert_int_equal(eb_bundle_writer_storage(w, EB_STORE_INT8, groups, 2, &err), EB_OK);
+        if (!with) /* removed again */
+            assert_int_equal(eb_bundle_writer_act_scales(w, NULL, 0, &err), EB_OK);
+        assert_int_equal(eb_bundle_write(w, with ? path : path2, &err), EB_OK);
+        eb_bundle_writer_free(w);
+    }
+    f = tfile_read(path);
+    b = open_ok(&f, 0);
+    eb_bundle_version(b, &major, &minor);
+    assert_int_equal(minor, 2);
+    eb_bundle_stored_view(b, EB_TENSOR_PARAMS, &sv);
+    assert_int_equal(sv.n_act, 3);
+    assert_memory_equal(sv.act_scales, act, sizeof act);
+    assert_int_equal(eb_bundle_section_count(b), 7);
+    eb_bundle_section_info(b, 6, &info);
+    assert_string_equal(info.type_name, "ACTSCALES");
+    assert_string_equal(info.dtype_name, "f32");
+    assert_int_equal(info.size, sizeof act);
+    assert_int_equal(info.flags, EB_BUNDLE_FLAG_REQUIRED);
+    eb_bundle_close(b);
+    b = open_ok(&f, EB_BUNDLE_SKIP_TENSOR_CHECK);
+    eb_bundle_stored_view(b, EB_TENSOR_PARAMS, &sv);
+    assert_memory_equal(sv.act_scales, act, sizeof act);
+    eb_bundle_close(b);
+    /* the file without them: minor 1, no ACTSCALES, the other sections'
+     * bytes unchanged */
+    g = tfile_read(path2);
+    b = open_ok(&g, 0);
+    eb_bundle_version(b, &major, &minor);
+    assert_int_equal(minor, 1);
+    eb_bundle_stored_view(b, EB_TENSOR_PARAMS, &sv);
+    assert_null(sv.act_scales);
+    assert_int_equal(sv.n_act, 0);
+    assert_int_equal(eb_bundle_section_count(b), 6);
+    eb_bundle_close(b);
+    assert_memory_equal(payload(&f, 3), payload(&g, 3), 12); /* PARAMS */
+    tfile_free(&f);
+    tfile_free(&g);
+    unlink(path);
+    unlink(path2);
+}
+
+static void test_act_scales_writer_errors(void **state)
+{
+    const float v[6] = {1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f}, sig[3] = {0.1f, 0.1f, 0.1f};
+    float act[2] = {0.5f, 0.25f};
+    const uint64_t groups[2] = {0, 3};
+    char path[512];
+    eb_bundle_writer *w;
+    eb_error err;
+    (void)state;
+    test_path(path, sizeof path, "act_err.ebb");
+    assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_arch(w, "dense 3", &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_act_scales(w, act, 1, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "set the posterior first"));
+    assert_int_equal(eb_bundle_writer_samples(w, 2, 3, v, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_act_scales(w, act, 0, &err), EB_ERR_ARG);
+    assert_int_equal(eb_bundle_writer_act_scales(w, act, 2000, &err), EB_ERR_ARG);
+    act[1] = 0.0f;
+    assert_int_equal(eb_bundle_writer_act_scales(w, act, 1, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "scale [1][0] is 0"));
+    act[1] = -INFINITY;
+    assert_int_equal(eb_bundle_writer_act_scales(w, act, 1, &err), EB_ERR_NUMERIC);
+    act[1] = 0.25f;
+    assert_int_equal(eb_bundle_writer_act_scales(w, act, 1, &err), EB_OK);
+    /* still f32: refused at write time, no file left */
+    assert_int_equal(eb_bundle_write(w, path, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "need int8 storage, not f32"));
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(eb_bundle_writer_storage(w, EB_STORE_INT8, groups, 1, &err), EB_OK);
+    assert_int_equal(eb_bundle_write(w, path, &err), EB_OK);
+    eb_bundle_writer_free(w);
+    /* gaussian and dropout are predicted from decoded f32: refused */
+    assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_gaussian(w, 4, 3, v, sig, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_act_scales(w, act, 1, &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "not gaussian"));
+    eb_bundle_writer_free(w);
+    unlink(path);
+}
+
+/* Hand-built ACTSCALES: every rule refused with the section named. */
+static void test_malformed_act_scales(void **state)
+{
+    kspec k;
+    const float ok[2 * 3] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f};
+    const float neg[2 * 3] = {0.1f, 0.2f, 0.3f, -1.0f, 0.5f, 0.6f};
+    const float zero[2 * 3] = {0.1f, 0.0f, 0.3f, 0.4f, 0.5f, 0.6f};
+    const float nan_[2 * 3] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, NAN};
+    tfile f;
+    eb_bundle *b;
+    eb_bundle_stored sv;
+    (void)state;
+    kspec_init(&k, EB_STORE_INT8);
+    k.s[6] = (tsec){EB_SEC_ACTSCALES, EB_DTYPE_F32, 1, ok, sizeof ok};
+    k.n = 7;
+    f = kbuild(&k);
+    b = open_ok(&f, 0);
+    eb_bundle_stored_view(b, EB_TENSOR_PARAMS, &sv);
+    assert_int_equal(sv.n_act, 3);
+    assert_true(sv.act_scales[5] == 0.6f);
+    eb_bundle_close(b);
+    tfile_free(&f);
+    k.s[6].flags = 0; /* optional or required: the reader knows the type */
+    f = kbuild(&k);
+    b = open_ok(&f, 0);
+    eb_bundle_close(b);
+    tfile_free(&f);
+    k.s[6].flags = 1;
+    k.s[6].size = 20;
+    kexpect(&k, EB_ERR_FORMAT, "section ACTSCALES is 20 bytes; samples needs 2 rows x L scales");
+    k.s[6].size = 0;
+    kexpect(&k, EB_ERR_FORMAT, "section ACTSCALES is 0 bytes");
+    k.s[6].size = sizeof ok;
+    k.s[6].dtype = EB_DTYPE_F16;
+    kexpect(&k, EB_ERR_FORMAT, "section ACTSCALES: field 'dtype' is 2 (f16); storage int8 needs 1");
+    k.s[6].dtype = EB_DTYPE_F32;
+    k.s[6].data = neg;
+    kexpect(&k, EB_ERR_FORMAT, "section ACTSCALES: scale [1][0] is -1; activation scales must "
+                               "be finite and > 0");
+    k.s[6].data = zero;
+    kexpect(&k, EB_ERR_FORMAT, "section ACTSCALES: scale [0][1] is 0");
+    {
+        tfile z = kbuild(&k); /* scanned on the fast path too */
+        expect_fail(&z, EB_BUNDLE_SKIP_TENSOR_CHECK, EB_ERR_FORMAT, "section ACTSCALES");
+        tfile_free(&z);
+    }
+    k.s[6].data = nan_;
+    kexpect(&k, EB_ERR_NUMERIC, "section ACTSCALES: scale [1][2] is nan");
+    k.s[6].data = ok;
+    k.s[7] = k.s[6];
+    k.n = 8;
+    kexpect(&k, EB_ERR_FORMAT, "duplicates section 6; a bundle has one ACTSCALES");
+    /* another storage kind, another representation */
+    kspec_init(&k, EB_STORE_F32);
+    k.s[4] = (tsec){EB_SEC_ACTSCALES, EB_DTYPE_F32, 1, ok, sizeof ok};
+    k.n = 5;
+    kexpect(&k, EB_ERR_FORMAT, "section ACTSCALES belongs to storage 'int8', not 'f32'");
+    kspec_init(&k, EB_STORE_INT8);
+    k.p.kind = EB_REPR_DROPOUT;
+    k.p.members = 5;
+    k.s[3].size = 4; /* one row of K = 4 */
+    k.s[4].size = 2 * 4;
+    spec_post(&k.p);
+    k.s[6] = (tsec){EB_SEC_ACTSCALES, EB_DTYPE_F32, 1, ok, 3 * 4};
+    k.n = 7;
+    kexpect(&k, EB_ERR_FORMAT, "section ACTSCALES belongs to representations 'samples' and "
+                               "'distilled'");
 }
 
 static void test_malformed_int8(void **state)
@@ -2331,7 +2511,8 @@ static void test_head_field(void **state)
         p.post[EB_BP_RESERVED + 7] = 1;
         f = build(s, 4);
         expect_fail(&f, 0, EB_ERR_FORMAT, "field 'reserved' (bytes 24..31) is not zero");
-        put16(f.p + EB_BH_MINOR, 2); /* a newer minor may use them; the head is still read */
+        /* a newer minor may use them; the head is still read */
+        put16(f.p + EB_BH_MINOR, EB_BUNDLE_FORMAT_MINOR + 1);
         fix_crcs(&f);
         b = open_ok(&f, 0);
         assert_int_equal(eb_bundle_head(b), EB_HEAD_DIRICHLET);
@@ -2429,6 +2610,9 @@ int main(void)
         cmocka_unit_test(test_shared_sparse_size),
         cmocka_unit_test(test_handbuilt_kinds_ok),
         cmocka_unit_test(test_malformed_int8),
+        cmocka_unit_test(test_act_scales_roundtrip),
+        cmocka_unit_test(test_act_scales_writer_errors),
+        cmocka_unit_test(test_malformed_act_scales),
         cmocka_unit_test(test_malformed_f16),
         cmocka_unit_test(test_malformed_sparse),
         cmocka_unit_test(test_head_field),
