@@ -1174,7 +1174,7 @@ static eb_status get_job_bundle(const eb_run_options *o, const eb_suite *s, cons
             eb_progress_out prog;
             char label[300];
             const eb_dataset *train = NULL;
-            if (step->transform->needs_train) {
+            if (eb_transform_needs_train(step->transform, set)) {
                 if ((st = data_train(s, data, err)))
                     return st;
                 train = &data->train;

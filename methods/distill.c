@@ -751,4 +751,5 @@ const eb_transform eb_transform_distill = {
     /* .short_key = */ "kind",
     /* .apply = */ distill_apply,
     /* .needs_train = */ 1,
+    /* .needs_train_for = */ NULL,
 };

@@ -41,7 +41,14 @@ typedef struct eb_transform {
     /* apply() reads req->train (fine-tuning, distillation); otherwise
      * req->train may be NULL and the runner does not load it. */
     int needs_train;
+    /* Optional (NULL: needs_train decides): whether apply() reads
+     * req->train under these settings (quantize: only to calibrate). */
+    int (*needs_train_for)(const eb_settings *settings);
 } eb_transform;
+
+/* Whether t reads training data under these settings: what a caller
+ * (the CLI, the runner) asks before loading it. */
+int eb_transform_needs_train(const eb_transform *t, const eb_settings *settings);
 
 /* Applies t to the bundle at parent_path (train: training data for
  * transforms that fine-tune or distil; may be NULL for those that do not)

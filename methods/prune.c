@@ -1048,4 +1048,5 @@ const eb_transform eb_transform_prune = {
     /* .short_key = */ "sparsity",
     /* .apply = */ prune_apply,
     /* .needs_train = */ 1,
+    /* .needs_train_for = */ NULL,
 };

@@ -255,6 +255,12 @@ done:
     return st;
 }
 
+/* Training images are read only to calibrate activations. */
+static int quantize_needs_train(const eb_settings *s)
+{
+    return !strcmp(eb_settings_str(s, "activations"), "calibrated");
+}
+
 static eb_status quantize_apply(const eb_transform_request *req, eb_trained *out, eb_error *err)
 {
     const eb_posterior *p = req->posterior;
@@ -301,5 +307,6 @@ const eb_transform eb_transform_quantize = {
     quantize_settings,
     "precision",
     quantize_apply,
-    /* .needs_train = */ 1, /* read only for activations=calibrated */
+    /* .needs_train = */ 0,
+    /* .needs_train_for = */ quantize_needs_train,
 };

@@ -104,6 +104,11 @@ static double now_sec(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+int eb_transform_needs_train(const eb_transform *t, const eb_settings *settings)
+{
+    return t->needs_train_for ? t->needs_train_for(settings) : t->needs_train;
+}
+
 eb_status eb_transform_bundle(const eb_transform *t, const char *parent_path,
                               const eb_dataset *train, const eb_settings *settings, uint64_t seed,
                               int threads, eb_progress_fn progress, void *progress_ctx,

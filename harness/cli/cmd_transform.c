@@ -114,7 +114,7 @@ int eb_cmd_transform(int argc, char **argv)
     for (int i = 0; i < nsets; i++)
         if (eb_settings_assign(&settings, sets[i], &err))
             return eb_cli_usage_error("transform", "--set: %s", err.msg);
-    if (t->needs_train) {
+    if (eb_transform_needs_train(t, &settings)) {
         if (eb_cli_load_dataset("fashion-mnist", "train", &train, &err))
             return eb_cli_fail("transform", &err);
         have_train = 1;

@@ -411,6 +411,25 @@ static void test_refusals(void **state)
     printf("  -> %s\n", err.msg);
 }
 
+/* Callers load training data only where the transform reads it: quantize
+ * only to calibrate, prune and distill always. */
+static void test_needs_train(void **state)
+{
+    const eb_transform *q = eb_transform_find("quantize");
+    eb_settings s;
+    eb_error err;
+    (void)state;
+    assert_int_equal(eb_transform_settings(q, &s, &err), EB_OK);
+    assert_false(eb_transform_needs_train(q, &s));
+    assert_int_equal(eb_settings_assign(&s, "precision=f16", &err), EB_OK);
+    assert_false(eb_transform_needs_train(q, &s));
+    assert_int_equal(eb_settings_assign(&s, "precision=int8", &err), EB_OK);
+    assert_int_equal(eb_settings_assign(&s, "activations=calibrated", &err), EB_OK);
+    assert_true(eb_transform_needs_train(q, &s));
+    assert_true(eb_transform_needs_train(eb_transform_find("prune"), &s));
+    assert_true(eb_transform_needs_train(eb_transform_find("distill"), &s));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -419,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_distilled),
         cmocka_unit_test(test_bundle_and_prediction),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_needs_train),
         cmocka_unit_test(test_alloc_failures),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
