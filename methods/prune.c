@@ -471,16 +471,22 @@ double eb_prune_group_lasso(const eb_prune_groups *g, const float *theta, double
     return sum;
 }
 
-size_t eb_prune_groups_zero(const eb_prune_groups *g, const float *theta)
+/* Groups lo .. hi-1 whose every parameter is exactly 0. */
+static size_t zero_groups_in(const eb_prune_groups *g, const float *theta, size_t lo, size_t hi)
 {
     size_t zero = 0;
-    for (size_t k = 0; k < g->n; k++) {
+    for (size_t k = lo; k < hi; k++) {
         size_t j = g->start[k];
         while (j < g->start[k + 1] && theta[g->index[j]] == 0.0f)
             j++;
         zero += j == g->start[k + 1];
     }
     return zero;
+}
+
+size_t eb_prune_groups_zero(const eb_prune_groups *g, const float *theta)
+{
+    return zero_groups_in(g, theta, 0, g->n);
 }
 
 /* ---- the transform --------------------------------------------------- */
@@ -1066,9 +1072,11 @@ static void gl_after_step(void *ctx, float *theta, size_t K, long step, float lr
  * and the penalty. */
 static eb_status group_lasso_train(const eb_transform_request *req, const prune_opts *o,
                                    const eb_arch *arch, int dropout, uint32_t wrows,
-                                   float *params, list_buf *zeros, list_buf *losses,
+                                   float *params, list_buf *zeros,
+                                   list_buf *layer_zeros /* (n_layers) */, list_buf *losses,
                                    list_buf *penalties, size_t *n_groups, eb_error *err)
 {
+    size_t offs[EB_ARCH_MAX_LAYERS + 1];
     eb_prune_groups groups;
     eb_sgd_config cfg;
     gl_hook hook;
@@ -1093,6 +1101,13 @@ static eb_status group_lasso_train(const eb_transform_request *req, const prune_
                           req->progress, req->progress_ctx, &loss, err);
         if (!st)
             st = list_add(zeros, (double)eb_prune_groups_zero(&groups, theta), err);
+        /* groups are numbered as units (layer order), so layer l's are
+         * offs[l] .. offs[l + 1]; the last weighted layer has none */
+        eb_prune_units_total(arch, offs);
+        for (int l = 0; l < arch->n_layers && !st; l++)
+            if (offs[l + 1] > offs[l] && offs[l + 1] <= groups.n)
+                st = list_add(&layer_zeros[l],
+                              (double)zero_groups_in(&groups, theta, offs[l], offs[l + 1]), err);
         if (!st)
             st = list_add(losses, loss, err);
         if (!st)
@@ -1115,10 +1130,12 @@ static eb_status prune_units(const eb_transform_request *req, const prune_opts *
     const float *weights = p->params; /* (wrows, K): what units are ranked and cut from */
     float *trained = NULL;            /* group lasso: the parent's members, retrained */
     list_buf zeros = {NULL, 0, 0}, gl_losses = {NULL, 0, 0}, penalties = {NULL, 0, 0};
+    list_buf layer_zeros[EB_ARCH_MAX_LAYERS];
     size_t n_groups = 0;
     eb_arch small;
     eb_status st = EB_OK;
 
+    memset(layer_zeros, 0, sizeof layer_zeros);
     if (!keep)
         return eb_error_set(err, EB_ERR_NOMEM, "out of memory for %zu unit flags", total);
     if (o->group_lasso > 0.0) {
@@ -1131,7 +1148,7 @@ static eb_status prune_units(const eb_transform_request *req, const prune_opts *
         }
         memcpy(trained, p->params, (size_t)wrows * p->k * sizeof *trained);
         st = group_lasso_train(req, o, &p->arch, p->repr == EB_REPR_DROPOUT, wrows, trained,
-                               &zeros, &gl_losses, &penalties, &n_groups, err);
+                               &zeros, layer_zeros, &gl_losses, &penalties, &n_groups, err);
         if (st)
             goto done;
         weights = trained;
@@ -1166,6 +1183,13 @@ static eb_status prune_units(const eb_transform_request *req, const prune_opts *
             st = meta_i(out, "prune.gl_groups", (long)n_groups, err);
         if (!st)
             st = eb_trained_meta(out, "prune.gl_zero_groups", zeros.s, err);
+        for (int l = 0; l < p->arch.n_layers && !st; l++) {
+            char key[48];
+            if (!layer_zeros[l].len)
+                continue;
+            snprintf(key, sizeof key, "prune.layer%d.gl_zero_groups", l + 1);
+            st = eb_trained_meta(out, key, layer_zeros[l].s, err);
+        }
         if (!st)
             st = eb_trained_meta(out, "prune.gl_loss", gl_losses.s, err);
         if (!st)
@@ -1199,6 +1223,8 @@ done:
     eb_free(zeros.s);
     eb_free(gl_losses.s);
     eb_free(penalties.s);
+    for (int l = 0; l < EB_ARCH_MAX_LAYERS; l++)
+        eb_free(layer_zeros[l].s);
     return st;
 }
 

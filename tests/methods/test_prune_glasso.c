@@ -417,6 +417,9 @@ static void test_zeroes_redundant_unit(void **state)
     zero_groups = atof(buf);
     printf("group lasso 0.5: %s of %d groups at exactly 0\n", buf, HIDDEN);
     assert_true(zero_groups >= 1.0 && zero_groups < HIDDEN);
+    assert_non_null(meta_value(&full, "prune.layer2.gl_zero_groups", buf, sizeof buf));
+    assert_true(atof(buf) == zero_groups);
+    assert_null(meta_value(&full, "prune.layer4.gl_zero_groups", buf, sizeof buf));
     assert_non_null(meta_value(&full, "prune.gl_groups", buf, sizeof buf));
     assert_string_equal(buf, "16");
     assert_non_null(meta_value(&full, "prune.group_lasso", buf, sizeof buf));
