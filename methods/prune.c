@@ -13,7 +13,9 @@
  *              start of an SG-MCMC chain confined to its mask, so all S
  *              samples share one sparsity pattern;
  *   structure=units  whole hidden units / channels removed, giving a
- *              smaller dense architecture, then fine-tuned.
+ *              smaller dense architecture, then fine-tuned; with
+ *              group_lasso, after training with a group-lasso penalty
+ *              (proximal steps) that puts whole units at exactly zero.
  * docs/prune.md records the settings and the measurements behind
  * the defaults. */
 #include <errno.h>
