@@ -183,6 +183,14 @@ typedef struct eb_sgd_config {
      * schedule still spanning `epochs` (the weights a full run has after
      * n epochs: lottery-ticket rewinding points). */
     int stop_epoch;
+    /* Optional: called once per optimiser step, after every worker has
+     * applied its update and before the next batch, with the whole theta
+     * (K), the step number (0-based, across epochs) and that step's
+     * learning rate. For proximal steps that need whole parameter groups
+     * (group lasso in prune.c), which the per-slice update cannot see.
+     * Runs on the calling thread; must be deterministic. NULL: none. */
+    void (*after_step)(void *ctx, float *theta, size_t K, long step, float lr);
+    void *after_step_ctx;
 } eb_sgd_config;
 
 /* Fills cfg from the shared training settings (epochs, batch, optimizer,

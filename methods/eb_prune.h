@@ -28,7 +28,8 @@
 #include "methods/nn/eb_nn.h"
 
 /* The `prune` transform (settings: sparsity, scope, schedule, rate,
- * finetune_epochs, lr, batch, criterion, structure, storage,
+ * finetune_epochs, lr, batch, criterion, structure, group_lasso,
+ * gl_epochs, storage,
  * rewind_epochs, retrain_epochs, then, samples, burnin, thin,
  * sampler_epochs, sampler_lr, temperature). */
 extern const eb_transform eb_transform_prune;
@@ -104,5 +105,61 @@ void eb_prune_units_shrink(const eb_arch *arch, const uint8_t *keep, const eb_ar
 /* The reference the shrink is tested against: zeroes, in place, the
  * removed units' weights and biases and every weight that reads them. */
 void eb_prune_units_zero(const eb_arch *arch, const uint8_t *keep, float *theta /* (K) */);
+
+/* ---- group lasso over units ----------------------------------------- */
+
+/* The parameter groups of group-lasso training: one per unit of every
+ * dense and conv2d layer but the last (the units eb_prune_units_select
+ * may remove), in layer then unit order. Group (l, u) holds everything
+ * removing that unit deletes, which is what eb_prune_units_zero zeroes
+ * for it: its incoming weights (row u of W_l), its bias b_l[u], and its
+ * outgoing weights (every weight of the next dense or conv2d layer that
+ * reads channel u). The outgoing weights are in the group so that the
+ * penalty cannot be dodged through ReLU's positive homogeneity (scaling
+ * a unit's incoming weights by a and its outgoing ones by 1/a changes
+ * nothing the network computes but would shrink an incoming-only norm
+ * at will), and so that the penalty counts the parameters the removal
+ * saves. Consequence: groups of consecutive layers overlap (a weight of
+ * a hidden layer is an incoming weight of its unit and an outgoing
+ * weight of the unit it reads). */
+typedef struct eb_prune_groups {
+    size_t n;        /* groups */
+    size_t *start;   /* (n + 1): group g is index[start[g] .. start[g + 1]) */
+    uint32_t *index; /* parameter positions in theta (K), group by group */
+} eb_prune_groups;
+
+/* Builds the groups of arch. The caller frees them with
+ * eb_prune_groups_free (also after a failure; safe on a zeroed struct). */
+eb_status eb_prune_groups_init(eb_prune_groups *g, const eb_arch *arch, eb_error *err);
+void eb_prune_groups_free(eb_prune_groups *g);
+
+/* The group soft-thresholding operator, the proximal map of
+ * t * sqrt(n) * ||x||_2 for the one group x = theta[idx[0..n)]:
+ *   x <- max(0, 1 - t * sqrt(n) / ||x||_2) * x,
+ * in place; a group whose norm is at most t * sqrt(n) (or already 0)
+ * becomes exactly 0. Returns 1 when the group is 0 afterwards. t >= 0. */
+int eb_prune_group_shrink(float *theta /* (K) */, const uint32_t *idx /* (n) */, size_t n,
+                          double t);
+
+/* One proximal step of the whole penalty with step size t (the learning
+ * rate times lambda): eb_prune_group_shrink applied to every group in
+ * order, each on the values the previous ones left. For disjoint groups
+ * that is the exact proximal map of t * sum_g sqrt(|g|) ||theta_g||; for
+ * the overlapping groups here it is the composition of the groups'
+ * proximal maps (a first-order splitting, exact as t -> 0), which keeps
+ * the property that matters: groups reach exactly 0. Returns the number
+ * of groups that are 0 afterwards. */
+size_t eb_prune_group_prox(const eb_prune_groups *g, float *theta /* (K) */, double t);
+
+/* The penalty lambda * sum_g sqrt(|g|) * ||theta_g||_2; when grad (K) is
+ * not NULL, adds its gradient lambda * sqrt(|g|) * theta_g / ||theta_g||
+ * (0 for a group at exactly 0: the subgradient of least norm) into it.
+ * The naive reference of the proximal step (tests) and the value the
+ * transform records. */
+double eb_prune_group_lasso(const eb_prune_groups *g, const float *theta /* (K) */,
+                            double lambda, float *grad /* (K) or NULL */);
+
+/* Groups whose every parameter is exactly 0. */
+size_t eb_prune_groups_zero(const eb_prune_groups *g, const float *theta /* (K) */);
 
 #endif /* EB_PRUNE_H */

@@ -13,7 +13,9 @@
  *              start of an SG-MCMC chain confined to its mask, so all S
  *              samples share one sparsity pattern;
  *   structure=units  whole hidden units / channels removed, giving a
- *              smaller dense architecture, then fine-tuned.
+ *              smaller dense architecture, then fine-tuned; with
+ *              group_lasso, after training with a group-lasso penalty
+ *              (proximal steps) that puts whole units at exactly zero.
  * docs/prune.md records the settings and the measurements behind
  * the defaults. */
 #include <errno.h>
@@ -345,6 +347,150 @@ void eb_prune_units_zero(const eb_arch *arch, const uint8_t *keep, float *theta)
     walk_units(arch, keep, zero_layer, theta);
 }
 
+/* ---- group lasso ------------------------------------------------------ */
+
+/* The next dense or conv2d layer after l (-1 for none). */
+static int next_weighted(const eb_arch *arch, int l)
+{
+    for (int n = l + 1; n < arch->n_layers; n++)
+        if (has_weights(&arch->layers[n]))
+            return n;
+    return -1;
+}
+
+/* Visits group (l, u)'s parameter positions in a fixed order: incoming
+ * weights, bias, then outgoing weights (next layer's unit by unit). With
+ * index NULL only counts them. Input weight j of a next-layer unit reads
+ * channel j % units(l), as in walk_units. */
+static size_t group_members(const eb_arch *arch, int l, size_t u, uint32_t *index)
+{
+    const eb_layer *L = &arch->layers[l];
+    const size_t O = (size_t)L->units, block = L->n_weights / O;
+    const int nl = next_weighted(arch, l);
+    size_t n = 0;
+    for (size_t j = 0; j < block; j++, n++)
+        if (index)
+            index[n] = (uint32_t)(L->param_offset + u * block + j);
+    if (index)
+        index[n] = (uint32_t)(L->param_offset + L->n_weights + u);
+    n++;
+    if (nl >= 0) {
+        const eb_layer *N = &arch->layers[nl];
+        const size_t NO = (size_t)N->units, nblock = N->n_weights / NO;
+        for (size_t v = 0; v < NO; v++)
+            for (size_t j = u; j < nblock; j += O, n++)
+                if (index)
+                    index[n] = (uint32_t)(N->param_offset + v * nblock + j);
+    }
+    return n;
+}
+
+void eb_prune_groups_free(eb_prune_groups *g)
+{
+    eb_free(g->start);
+    eb_free(g->index);
+    memset(g, 0, sizeof *g);
+}
+
+eb_status eb_prune_groups_init(eb_prune_groups *g, const eb_arch *arch, eb_error *err)
+{
+    const int last = last_weighted(arch);
+    size_t n = 0, entries = 0;
+
+    memset(g, 0, sizeof *g);
+    if (arch->n_params > UINT32_MAX)
+        return eb_error_set(err, EB_ERR_ARG, "%zu parameters are more than group indexes",
+                            arch->n_params);
+    for (int l = 0; l < last; l++)
+        if (has_weights(&arch->layers[l]))
+            for (size_t u = 0; u < (size_t)arch->layers[l].units; u++, n++)
+                entries += group_members(arch, l, u, NULL);
+    g->start = eb_malloc((n + 1) * sizeof *g->start);
+    g->index = eb_malloc((entries ? entries : 1) * sizeof *g->index);
+    if (!g->start || !g->index) {
+        eb_prune_groups_free(g);
+        return eb_error_set(err, EB_ERR_NOMEM,
+                            "out of memory for %zu group-lasso groups (%zu entries)", n, entries);
+    }
+    g->n = n;
+    g->start[0] = 0;
+    n = 0;
+    for (int l = 0; l < last; l++)
+        if (has_weights(&arch->layers[l]))
+            for (size_t u = 0; u < (size_t)arch->layers[l].units; u++, n++)
+                g->start[n + 1] =
+                    g->start[n] + group_members(arch, l, u, g->index + g->start[n]);
+    return EB_OK;
+}
+
+static double group_norm(const float *theta, const uint32_t *idx, size_t n)
+{
+    double sq = 0.0;
+    for (size_t j = 0; j < n; j++)
+        sq += (double)theta[idx[j]] * theta[idx[j]];
+    return sqrt(sq);
+}
+
+int eb_prune_group_shrink(float *theta, const uint32_t *idx, size_t n, double t)
+{
+    const double norm = group_norm(theta, idx, n), thr = t * sqrt((double)n);
+    if (norm <= thr) {
+        /* also a group already at 0: no division by its norm */
+        for (size_t j = 0; j < n; j++)
+            theta[idx[j]] = 0.0f;
+        return 1;
+    }
+    {
+        const float scale = (float)(1.0 - thr / norm);
+        for (size_t j = 0; j < n; j++)
+            theta[idx[j]] *= scale;
+    }
+    return 0;
+}
+
+size_t eb_prune_group_prox(const eb_prune_groups *g, float *theta, double t)
+{
+    size_t zero = 0;
+    for (size_t k = 0; k < g->n; k++)
+        zero += (size_t)eb_prune_group_shrink(theta, g->index + g->start[k],
+                                              g->start[k + 1] - g->start[k], t);
+    return zero;
+}
+
+double eb_prune_group_lasso(const eb_prune_groups *g, const float *theta, double lambda,
+                            float *grad)
+{
+    double sum = 0.0;
+    for (size_t k = 0; k < g->n; k++) {
+        const uint32_t *idx = g->index + g->start[k];
+        const size_t n = g->start[k + 1] - g->start[k];
+        const double norm = group_norm(theta, idx, n), w = lambda * sqrt((double)n);
+        sum += w * norm;
+        if (grad && norm > 0.0)
+            for (size_t j = 0; j < n; j++)
+                grad[idx[j]] += (float)(w * theta[idx[j]] / norm);
+    }
+    return sum;
+}
+
+/* Groups lo .. hi-1 whose every parameter is exactly 0. */
+static size_t zero_groups_in(const eb_prune_groups *g, const float *theta, size_t lo, size_t hi)
+{
+    size_t zero = 0;
+    for (size_t k = lo; k < hi; k++) {
+        size_t j = g->start[k];
+        while (j < g->start[k + 1] && theta[g->index[j]] == 0.0f)
+            j++;
+        zero += j == g->start[k + 1];
+    }
+    return zero;
+}
+
+size_t eb_prune_groups_zero(const eb_prune_groups *g, const float *theta)
+{
+    return zero_groups_in(g, theta, 0, g->n);
+}
+
 /* ---- the transform --------------------------------------------------- */
 
 static const eb_setting_spec prune_settings[] = {
@@ -370,6 +516,12 @@ static const eb_setting_spec prune_settings[] = {
      "gaussian, magnitude otherwise)"},
     {"structure", EB_SET_CHOICE, "weights", 0, 0, "weights|units",
      "weights: unstructured masks; units: remove whole hidden units / channels"},
+    {"group_lasso", EB_SET_FLOAT, "0", 0, 100, NULL,
+     "structure=units: lambda of a group-lasso penalty (one group per unit: its incoming "
+     "weights, bias and outgoing weights) trained gl_epochs with proximal steps before units "
+     "are ranked; 0: off"},
+    {"gl_epochs", EB_SET_INT, "5", 1, 1000, NULL,
+     "group_lasso: epochs of group-lasso training per member (then finetune_epochs without it)"},
     {"storage", EB_SET_CHOICE, "auto", 0, 0, "auto|shared-sparse|csr|f32",
      "bundle storage (auto: shared-sparse when every member shares one mask, csr when "
      "members were pruned apart, f32 for units)"},
@@ -395,9 +547,10 @@ typedef enum schedule_kind { SCHED_ONESHOT, SCHED_ITERATIVE, SCHED_REWIND } sche
 
 typedef struct prune_opts {
     double sparsity, rate, lr, weight_decay;
+    double group_lasso; /* lambda; 0: off */
     eb_prune_scope scope;
     schedule_kind schedule;
-    int finetune_epochs, batch, rewind_epochs, retrain_epochs, samples;
+    int finetune_epochs, batch, rewind_epochs, retrain_epochs, samples, gl_epochs;
     int snr;   /* criterion resolved */
     int units; /* structure=units */
     const char *then; /* NULL for none */
@@ -417,12 +570,15 @@ static eb_status read_opts(const eb_transform_request *req, prune_opts *o, eb_er
     const eb_posterior *p = req->posterior;
     const char *sched = eb_settings_str(s, "schedule"), *crit = eb_settings_str(s, "criterion");
     const char *then = eb_settings_str(s, "then"), *storage = eb_settings_str(s, "storage");
-    int sched_explicit = 0;
+    int sched_explicit = 0, gl_epochs_explicit = 0;
 
     memset(o, 0, sizeof *o);
-    for (int i = 0; i < s->n; i++)
+    for (int i = 0; i < s->n; i++) {
         if (!strcmp(s->spec[i].key, "schedule"))
             sched_explicit = s->explicit_[i];
+        if (!strcmp(s->spec[i].key, "gl_epochs"))
+            gl_epochs_explicit = s->explicit_[i];
+    }
     o->sparsity = eb_settings_float(s, "sparsity");
     o->rate = eb_settings_float(s, "rate");
     o->lr = eb_settings_float(s, "lr");
@@ -436,6 +592,8 @@ static eb_status read_opts(const eb_transform_request *req, prune_opts *o, eb_er
     o->rewind_epochs = (int)eb_settings_int(s, "rewind_epochs");
     o->retrain_epochs = (int)eb_settings_int(s, "retrain_epochs");
     o->samples = (int)eb_settings_int(s, "samples");
+    o->group_lasso = eb_settings_float(s, "group_lasso");
+    o->gl_epochs = (int)eb_settings_int(s, "gl_epochs");
     o->units = !strcmp(eb_settings_str(s, "structure"), "units");
     o->then = strcmp(then, "none") ? then : NULL;
     o->snr = !strcmp(crit, "snr") || (!strcmp(crit, "auto") && p->repr == EB_REPR_GAUSSIAN);
@@ -482,15 +640,31 @@ static eb_status read_opts(const eb_transform_request *req, prune_opts *o, eb_er
                             "prune: structure=units removes units once and fine-tunes "
                             "finetune_epochs; schedule=%s is for weight masks",
                             schedule_name(o->schedule));
+    if (o->group_lasso > 0.0 && !o->units)
+        return eb_error_set(err, EB_ERR_ARG,
+                            "prune: group_lasso=%g drives whole units to zero and needs "
+                            "structure=units; structure=weights prunes single weights",
+                            o->group_lasso);
+    if (gl_epochs_explicit && !(o->group_lasso > 0.0))
+        return eb_error_set(err, EB_ERR_ARG,
+                            "prune: gl_epochs=%d sets the length of group-lasso training, which "
+                            "is off (group_lasso=0); set group_lasso to a positive lambda",
+                            o->gl_epochs);
+    if (o->group_lasso > 0.0 && p->repr == EB_REPR_GAUSSIAN)
+        return eb_error_set(err, EB_ERR_UNSUPPORTED,
+                            "prune: group_lasso=%g trains the parent, which is implemented for "
+                            "samples and dropout parents only; the parent is gaussian",
+                            o->group_lasso);
     {
-        const int trains = o->schedule == SCHED_REWIND || o->then ||
+        const int trains = o->schedule == SCHED_REWIND || o->then || o->group_lasso > 0.0 ||
                            (o->finetune_epochs > 0 && p->repr != EB_REPR_GAUSSIAN &&
                             (o->schedule == SCHED_ITERATIVE || o->units));
         if (trains && (!req->train || req->train->n == 0))
             return eb_error_set(err, EB_ERR_ARG,
-                                "prune: schedule=%s%s%s trains and needs training data; none was "
-                                "given", schedule_name(o->schedule), o->then ? " then=" : "",
-                                o->then ? o->then : "");
+                                "prune: schedule=%s%s%s%s trains and needs training data; none "
+                                "was given", schedule_name(o->schedule),
+                                o->then ? " then=" : "", o->then ? o->then : "",
+                                o->group_lasso > 0.0 ? " with group_lasso" : "");
     }
     if (!strcmp(storage, "shared-sparse"))
         o->storage = EB_STORE_SHARED_SPARSE;
@@ -869,6 +1043,83 @@ static uint32_t weight_rows(const eb_posterior *p)
     return p->repr == EB_REPR_SAMPLES ? p->members : 1;
 }
 
+/* Group-lasso training (structure=units, group_lasso > 0). */
+typedef struct gl_hook {
+    const eb_prune_groups *groups;
+    double lambda;
+} gl_hook;
+
+/* After each optimiser step: the proximal step of the penalty with the
+ * step's learning rate (proximal gradient: theta <- prox_{lr * lambda *
+ * P}(theta - lr * update)). With Adam the loss step is preconditioned and
+ * the penalty step is not, the usual proximal-Adam shortcut: lambda is
+ * then on the scale of Adam's unit-size steps, which docs/prune.md's
+ * sweep calibrates. Why prox rather than the subgradient: a subgradient
+ * step oscillates around 0 and never lands on it, so "zero" would need a
+ * threshold; the prox sets a group to exactly 0 as soon as its norm falls
+ * below lr * lambda * sqrt(|g|), and keeps it there while the loss
+ * gradient cannot pull it out. */
+static void gl_after_step(void *ctx, float *theta, size_t K, long step, float lr)
+{
+    const gl_hook *h = ctx;
+    (void)K;
+    (void)step;
+    eb_prune_group_prox(h->groups, theta, (double)lr * h->lambda);
+}
+
+/* Trains each of the wrows members of params (wrows, K) in place for
+ * gl_epochs with the loss plus lambda * sum_g sqrt(|g|) ||theta_g||
+ * (fine-tuning's optimiser, lr, decay and batch), then lists per member
+ * the groups at exactly 0, the final epoch's loss (without the penalty)
+ * and the penalty. */
+static eb_status group_lasso_train(const eb_transform_request *req, const prune_opts *o,
+                                   const eb_arch *arch, int dropout, uint32_t wrows,
+                                   float *params, list_buf *zeros,
+                                   list_buf *layer_zeros /* (n_layers) */, list_buf *losses,
+                                   list_buf *penalties, size_t *n_groups, eb_error *err)
+{
+    size_t offs[EB_ARCH_MAX_LAYERS + 1];
+    eb_prune_groups groups;
+    eb_sgd_config cfg;
+    gl_hook hook;
+    eb_status st = eb_prune_groups_init(&groups, arch, err);
+
+    if (st)
+        return st;
+    *n_groups = groups.n;
+    finetune_config(o, req, dropout, &cfg);
+    cfg.epochs = o->gl_epochs;
+    hook.groups = &groups;
+    hook.lambda = o->group_lasso;
+    cfg.after_step = gl_after_step;
+    cfg.after_step_ctx = &hook;
+    for (uint32_t m = 0; m < wrows && !st; m++) {
+        float *theta = params + (size_t)m * arch->n_params;
+        double loss = 0.0;
+        char phase[64];
+        snprintf(phase, sizeof phase, "prune member %u group lasso", m + 1);
+        /* seed "cycle 0": fine-tuning afterwards uses cycle 1 */
+        st = eb_sgd_train(arch, req->train, &cfg, cycle_seed(req->seed, 0), m, theta, phase,
+                          req->progress, req->progress_ctx, &loss, err);
+        if (!st)
+            st = list_add(zeros, (double)eb_prune_groups_zero(&groups, theta), err);
+        /* groups are numbered as units (layer order), so layer l's are
+         * offs[l] .. offs[l + 1]; the last weighted layer has none */
+        eb_prune_units_total(arch, offs);
+        for (int l = 0; l < arch->n_layers && !st; l++)
+            if (offs[l + 1] > offs[l] && offs[l + 1] <= groups.n)
+                st = list_add(&layer_zeros[l],
+                              (double)zero_groups_in(&groups, theta, offs[l], offs[l + 1]), err);
+        if (!st)
+            st = list_add(losses, loss, err);
+        if (!st)
+            st = list_add(penalties, eb_prune_group_lasso(&groups, theta, o->group_lasso, NULL),
+                          err);
+    }
+    eb_prune_groups_free(&groups);
+    return st;
+}
+
 static eb_status prune_units(const eb_transform_request *req, const prune_opts *o,
                              eb_trained *out, eb_error *err)
 {
@@ -878,24 +1129,44 @@ static eb_status prune_units(const eb_transform_request *req, const prune_opts *
     size_t offs[EB_ARCH_MAX_LAYERS + 1];
     const size_t total = eb_prune_units_total(&p->arch, offs);
     uint8_t *keep = eb_malloc(total ? total : 1);
+    const float *weights = p->params; /* (wrows, K): what units are ranked and cut from */
+    float *trained = NULL;            /* group lasso: the parent's members, retrained */
+    list_buf zeros = {NULL, 0, 0}, gl_losses = {NULL, 0, 0}, penalties = {NULL, 0, 0};
+    list_buf layer_zeros[EB_ARCH_MAX_LAYERS];
+    size_t n_groups = 0;
     eb_arch small;
-    eb_status st;
+    eb_status st = EB_OK;
 
+    memset(layer_zeros, 0, sizeof layer_zeros);
     if (!keep)
         return eb_error_set(err, EB_ERR_NOMEM, "out of memory for %zu unit flags", total);
+    if (o->group_lasso > 0.0) {
+        trained = eb_malloc_aligned(64, (size_t)wrows * p->k * sizeof *trained);
+        if (!trained) {
+            st = eb_error_set(err, EB_ERR_NOMEM,
+                              "out of memory for group-lasso training (%u x %zu parameters)",
+                              wrows, p->k);
+            goto done;
+        }
+        memcpy(trained, p->params, (size_t)wrows * p->k * sizeof *trained);
+        st = group_lasso_train(req, o, &p->arch, p->repr == EB_REPR_DROPOUT, wrows, trained,
+                               &zeros, layer_zeros, &gl_losses, &penalties, &n_groups, err);
+        if (st)
+            goto done;
+        weights = trained;
+    }
     /* one unit set for all members, by the mean norm across them: members
-     * then stay one architecture, which a bundle requires */
-    st = eb_prune_units_select(&p->arch, p->params, wrows, o->sparsity, keep, err);
+     * then stay one architecture, which a bundle requires. Groups at
+     * exactly 0 have norm 0 and go first. */
+    st = eb_prune_units_select(&p->arch, weights, wrows, o->sparsity, keep, err);
     if (!st)
         st = eb_prune_units_arch(&p->arch, keep, &small, err);
     if (!st)
         st = eb_trained_alloc(out, &small, p->repr, p->members, rows, err);
-    if (st) {
-        eb_free(keep);
-        return st;
-    }
+    if (st)
+        goto done;
     for (uint32_t r = 0; r < rows; r++) {
-        const float *src = r < wrows ? p->params + (size_t)r * p->k : p->sigma;
+        const float *src = r < wrows ? weights + (size_t)r * p->k : p->sigma;
         eb_prune_units_shrink(&p->arch, keep, &small, src, out->params + (size_t)r * small.n_params);
     }
     for (int l = 0; l < small.n_layers && !st; l++) {
@@ -906,7 +1177,26 @@ static eb_status prune_units(const eb_transform_request *req, const prune_opts *
         snprintf(val, sizeof val, "%d/%d", small.layers[l].units, p->arch.layers[l].units);
         st = eb_trained_meta(out, key, val, err);
     }
-    eb_free(keep);
+    if (!st && o->group_lasso > 0.0) {
+        st = meta_f(out, "prune.group_lasso", o->group_lasso, err);
+        if (!st)
+            st = meta_i(out, "prune.gl_epochs", o->gl_epochs, err);
+        if (!st)
+            st = meta_i(out, "prune.gl_groups", (long)n_groups, err);
+        if (!st)
+            st = eb_trained_meta(out, "prune.gl_zero_groups", zeros.s, err);
+        for (int l = 0; l < p->arch.n_layers && !st; l++) {
+            char key[48];
+            if (!layer_zeros[l].len)
+                continue;
+            snprintf(key, sizeof key, "prune.layer%d.gl_zero_groups", l + 1);
+            st = eb_trained_meta(out, key, layer_zeros[l].s, err);
+        }
+        if (!st)
+            st = eb_trained_meta(out, "prune.gl_loss", gl_losses.s, err);
+        if (!st)
+            st = eb_trained_meta(out, "prune.gl_penalty", penalties.s, err);
+    }
     if (!st && p->repr != EB_REPR_GAUSSIAN && o->finetune_epochs > 0) {
         list_buf losses = {NULL, 0, 0};
         eb_sgd_config cfg;
@@ -929,6 +1219,14 @@ static eb_status prune_units(const eb_transform_request *req, const prune_opts *
         st = meta_i(out, "prune.params_before", (long)p->arch.n_params, err);
     if (!st)
         st = meta_i(out, "prune.params_after", (long)small.n_params, err);
+done:
+    eb_free(keep);
+    eb_free_aligned(trained);
+    eb_free(zeros.s);
+    eb_free(gl_losses.s);
+    eb_free(penalties.s);
+    for (int l = 0; l < EB_ARCH_MAX_LAYERS; l++)
+        eb_free(layer_zeros[l].s);
     return st;
 }
 

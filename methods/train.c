@@ -158,6 +158,8 @@ eb_status eb_sgd_train(const eb_arch *arch, const eb_dataset *data, const eb_sgd
              * epoch's order */
             loss_sum += eb_grad_engine_step(engine, theta, order + first, nb, (uint64_t)step,
                                             first, optim_update, &u);
+            if (cfg->after_step)
+                cfg->after_step(cfg->after_step_ctx, theta, arch->n_params, step, u.lr);
             seen += (size_t)nb;
             if (progress && ((b + 1) % 64 == 0 || b + 1 == per_epoch)) {
                 eb_progress p;
