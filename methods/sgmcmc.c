@@ -335,7 +335,7 @@ static const eb_setting_spec csgld_settings[] = {
 static const eb_setting_spec csghmc_settings[] = {
     EB_SG_COMMON_SETTINGS,
     EB_SG_TEMPERATURE("1"),
-    {"lr", EB_SET_FLOAT, "0.05", 1e-9, 10, NULL, "peak step size of each cycle"},
+    {"lr", EB_SET_FLOAT, "0.08", 1e-9, 10, NULL, "peak step size of each cycle"},
     {"friction", EB_SET_FLOAT, "0.1", 1e-4, 1, NULL,
      "friction alpha: momentum decays by 1 - alpha per step"},
     {"epochs", EB_SET_INT, "100", 1, 100000, NULL, "epochs per chain (all cycles)"},
