@@ -975,6 +975,39 @@ static void test_pruned_refuses(void **state)
     free_fixture(&f);
 }
 
+/* Every allocation of a pruned distillation failing in turn: each failure
+ * is EB_ERR_NOMEM with nothing left allocated (the sanitizer build checks
+ * for leaks), and the run succeeds once the failure is past its
+ * allocations. */
+static void test_pruned_alloc_failures(void **state)
+{
+    (void)state;
+    fixture f;
+    const char *sets[] = {"kind=gped", "epochs=1", "sparsity=0.8", "prune_cycles=2",
+                          "prune_epochs=1", NULL};
+    int failures = 0;
+    make_fixture(&f);
+    for (long n = 1; n < 500; n++) {
+        eb_trained t;
+        eb_error err;
+        eb_status st;
+        eb_alloc_fail_at(n);
+        st = distill(&f, sets, 1, &t, &err);
+        eb_alloc_fail_at(0);
+        if (st == EB_OK) {
+            eb_trained_free(&t);
+            break;
+        }
+        if (st != EB_ERR_NOMEM)
+            fail_msg("allocation %ld: status %d (%s)", n, (int)st, err.msg);
+        assert_null(t.params);
+        failures++;
+    }
+    printf("%d allocations failed in turn, each refused cleanly\n", failures);
+    assert_true(failures > 10);
+    free_fixture(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -995,6 +1028,7 @@ int main(void)
         cmocka_unit_test(test_sized_students),
         cmocka_unit_test(test_pruned_students),
         cmocka_unit_test(test_pruned_refuses),
+        cmocka_unit_test(test_pruned_alloc_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
