@@ -12,6 +12,7 @@
 
 #include "common/eb_alloc.h"
 #include "methods/eb_distill.h"
+#include "methods/eb_prune.h"
 
 /* Streams of this transform (eb_rng.h lists the shared ones; 0xC000 and
  * up are unused there). */
@@ -308,11 +309,17 @@ void eb_distill_teacher_stats(float *pbar, float *ent, const float *p, size_t n,
 
 /* ---- The transform ------------------------------------------------------ */
 
+/* Training images whose clean-input loss is measured before and after
+ * each pruning cycle (the first ones of the training set; prune runs
+ * only): enough for a stable mean, cheap next to an epoch. */
+#define PRUNE_EVAL_MAX 2048
+
 static const eb_setting_spec distill_settings[] = {
     {"kind", EB_SET_CHOICE, "bdk", 0, 0, "bdk|gped|end2",
      "student head: bdk (predictive), gped (predictive + data-entropy head), end2 (Dirichlet)"},
-    {"student", EB_SET_CHOICE, "mlp", 0, 0, "mlp|mlp-small|cnn",
-     "student architecture; its last dense layer gets C (gped: C + 1) units"},
+    {"student", EB_SET_CHOICE, "mlp", 0, 0, "mlp|mlp-small|cnn|mlp:*|cnn:*",
+     "student architecture: a name, mlp:W1[,W2,...] (hidden widths) or cnn:C1,C2,D; its last "
+     "dense layer gets C (gped: C + 1) units"},
     {"epochs", EB_SET_INT, "10", 1, 10000, NULL, "passes over the training set"},
     {"batch", EB_SET_INT, "128", 1, 65536, NULL, "mini-batch size"},
     {"optimizer", EB_SET_CHOICE, "adam", 0, 0, "adam|sgd", "update rule"},
@@ -337,6 +344,15 @@ static const eb_setting_spec distill_settings[] = {
      "end2: targets (1 - smooth) p + smooth / C, away from 0"},
     {"entropy_weight", EB_SET_FLOAT, "1", 0, 1000, NULL,
      "gped: weight of the data-entropy head's squared error"},
+    {"sparsity", EB_SET_FLOAT, "0", 0, 0.999, NULL,
+     "after training, prune the student's weights to this fraction (per layer, by magnitude; 0: "
+     "dense), fine-tuning on the distillation loss; stored sparse"},
+    {"prune_cycles", EB_SET_INT, "3", 1, 100, NULL,
+     "sparsity > 0: pruning cycles, each removing the same share of the remaining weights"},
+    {"prune_epochs", EB_SET_INT, "2", 0, 1000, NULL,
+     "sparsity > 0: epochs of masked fine-tuning after each cycle"},
+    {"prune_lr", EB_SET_FLOAT, "0.001", 1e-7, 10, NULL,
+     "sparsity > 0: peak learning rate of each cycle's fine-tuning (cosine within the cycle)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL}};
 
 typedef struct distill_job {
@@ -348,6 +364,10 @@ typedef struct distill_job {
     eb_optim_config optim;
     int cosine;
     eb_arch student;
+    /* pruning (sparsity > 0): target, cycles, epochs and lr per cycle */
+    double sparsity;
+    int prune_cycles, prune_epochs;
+    float prune_lr;
 } distill_job;
 
 static double now_sec(void)
@@ -418,6 +438,22 @@ static eb_status job_from_settings(distill_job *j, const eb_transform_request *r
         j->optim.momentum = (float)eb_settings_float(s, "momentum");
     j->optim.weight_decay = (float)eb_settings_float(s, "weight_decay");
     j->cosine = !strcmp(eb_settings_str(s, "schedule"), "cosine");
+    j->sparsity = eb_settings_float(s, "sparsity");
+    j->prune_cycles = (int)eb_settings_int(s, "prune_cycles");
+    j->prune_epochs = (int)eb_settings_int(s, "prune_epochs");
+    j->prune_lr = (float)eb_settings_float(s, "prune_lr");
+    if (j->sparsity <= 0.0) {
+        /* the pruning settings without a sparsity would silently do
+         * nothing */
+        static const char *const keys[] = {"prune_cycles", "prune_epochs", "prune_lr"};
+        for (int k = 0; k < 3; k++)
+            for (int i = 0; i < s->n; i++)
+                if (s->explicit_[i] && !strcmp(s->spec[i].key, keys[k]))
+                    return eb_error_set(err, EB_ERR_ARG,
+                                        "distill: setting '%s' is %s but sparsity is 0 (no "
+                                        "pruning); set sparsity, e.g. sparsity=0.9", keys[k],
+                                        s->value[i]);
+    }
 
     st = eb_arch_named(eb_settings_str(s, "student"), &j->student, err);
     if (st)
@@ -492,6 +528,11 @@ typedef struct distill_buf {
     float *grad;           /* (K) */
     float *cache;          /* augment=none: per example (S, C) for end2, else (C + 1) */
     eb_optim opt;
+    /* pruning only (sparsity > 0) */
+    uint8_t *mask, *prev;  /* (K) the current and the previous cycle's mask */
+    float *score;          /* (K) */
+    float *eval;           /* (n_eval, cache width) clean-input targets */
+    size_t n_eval;
 } distill_buf;
 
 static void buf_free(distill_buf *b)
@@ -508,6 +549,10 @@ static void buf_free(distill_buf *b)
     eb_free_aligned(b->grad);
     eb_free(b->cache);
     eb_optim_free(&b->opt);
+    eb_free(b->mask);
+    eb_free(b->prev);
+    eb_free(b->score);
+    eb_free(b->eval);
 }
 
 /* Per-example width of the target cache. */
@@ -562,24 +607,54 @@ static eb_status buf_new(distill_buf *b, const distill_job *j, eb_error *err)
     if (!b->order || !b->xb || !b->tmp || !b->tp || !b->tbar || !b->tent || !b->dz || !b->grad ||
         (cache_len && !b->cache))
         return eb_error_set(err, EB_ERR_NOMEM, "distill: out of memory for training buffers");
+    if (j->sparsity > 0.0) {
+        const size_t K = j->student.n_params;
+        b->n_eval = d->n < PRUNE_EVAL_MAX ? d->n : PRUNE_EVAL_MAX;
+        b->mask = eb_malloc(K);
+        b->prev = eb_malloc(K);
+        b->score = eb_malloc(K * sizeof *b->score);
+        b->eval = eb_malloc(b->n_eval * cache_width(j) * sizeof *b->eval);
+        if (!b->mask || !b->prev || !b->score || !b->eval)
+            return eb_error_set(err, EB_ERR_NOMEM,
+                                "distill: out of memory for pruning the student (%zu weights)", K);
+    }
     return EB_OK;
 }
 
-/* augment=none: the teacher's targets of every training example, once. */
-static eb_status teacher_cache(const distill_job *j, distill_buf *b, uint64_t tseed,
-                               eb_error *err)
+/* The teacher's targets of the first n clean training examples, into
+ * rows (n, cache width): the whole set once for augment=none, and the
+ * pruning cycles' evaluation subset. */
+static eb_status teacher_cache(const distill_job *j, distill_buf *b, uint64_t tseed, size_t n,
+                               float *rows, eb_error *err)
 {
     const eb_dataset *d = j->req->train;
     const size_t in = j->student.in_size, w = cache_width(j);
-    for (size_t first = 0; first < d->n; first += (size_t)j->batch) {
-        const size_t nb = d->n - first < (size_t)j->batch ? d->n - first : (size_t)j->batch;
+    for (size_t first = 0; first < n; first += (size_t)j->batch) {
+        const size_t nb = n - first < (size_t)j->batch ? n - first : (size_t)j->batch;
         eb_status st = eb_predictor_run(b->teacher, d->x + first * in, nb, (uint32_t)j->S, tseed,
                                         first, b->tp, err);
         if (st)
             return eb_error_prefix(err, "distill: the teacher: ");
-        fill_cache(j, b->cache + first * w, b->tp, nb, b->tbar, b->tent);
+        fill_cache(j, rows + first * w, b->tp, nb, b->tbar, b->tent);
     }
     return EB_OK;
+}
+
+/* Copies the cached targets of examples idx[0..nb) (or first..first+nb
+ * when idx is NULL) from rows into the batch buffers. */
+static void load_targets(const distill_job *j, distill_buf *b, const float *rows,
+                         const uint32_t *idx, size_t first, int nb)
+{
+    const size_t w = cache_width(j), C = (size_t)j->C;
+    for (int i = 0; i < nb; i++) {
+        const float *row = rows + (idx ? idx[i] : first + (size_t)i) * w;
+        if (j->head == EB_HEAD_DIRICHLET) {
+            memcpy(b->tp + (size_t)i * w, row, w * sizeof *row);
+        } else {
+            memcpy(b->tbar + (size_t)i * C, row, C * sizeof *row);
+            b->tent[i] = row[C];
+        }
+    }
 }
 
 /* One step's loss and gradient dz over the student's outputs z of nb
@@ -607,31 +682,86 @@ static eb_status append_trace(char *buf, size_t cap, size_t *len, double v, eb_e
     return EB_OK;
 }
 
-static eb_status run_student(const distill_job *j, distill_buf *b, float *theta, char *trace,
-                             size_t trace_cap, char *temps, size_t temps_cap, eb_error *err)
+/* Streams of the pruning cycles c = 1..K (data order and perturbations
+ * of each cycle's fine-tuning); the dense training uses EB_STREAM_ORDER
+ * and STREAM_AUGMENT, as before pruning existed. */
+enum { STREAM_PRUNE_ORDER = 0xC200, STREAM_PRUNE_AUGMENT = 0xC300 };
+
+/* One training pass over the student. Pass 0 is the dense training from
+ * a fresh initialisation; pass c >= 1 fine-tunes cycle c's pruned
+ * student from where it is, under `mask`. Each pass restarts the
+ * optimiser's state and a cosine schedule from lr, and draws its own data
+ * order and perturbations; the teacher's draws on perturbed inputs are
+ * keyed by the example's place in the whole run (epoch_base + epoch), so
+ * no two epochs of any pass share them. */
+typedef struct pass_cfg {
+    int pass, epochs;
+    long epoch_base; /* epochs run before this pass */
+    float lr;
+    const uint8_t *mask; /* (K) or NULL: dense */
+    const char *phase;   /* progress label */
+} pass_cfg;
+
+/* The optimiser step under a mask: a pruned coordinate's gradient is
+ * zeroed before the step and its value and optimiser state reset to
+ * exactly 0 after it. This is what eb_sgd_train does with cfg.mask
+ * (methods/train.c), whose loop trains on the data labels and so cannot
+ * run the distillation loss; its update hook is file-local there. */
+static void masked_step(eb_optim *opt, float *theta, float *grad, float lr, const uint8_t *mask)
+{
+    const size_t K = opt->k;
+    if (!mask) {
+        eb_optim_step(opt, theta, grad, lr);
+        return;
+    }
+    for (size_t i = 0; i < K; i++)
+        if (!mask[i])
+            grad[i] = 0.0f;
+    eb_optim_step(opt, theta, grad, lr);
+    for (size_t i = 0; i < K; i++)
+        if (!mask[i]) {
+            theta[i] = 0.0f;
+            opt->m[i] = 0.0f;
+            if (opt->v)
+                opt->v[i] = 0.0f;
+        }
+}
+
+/* A fresh start of the optimiser (moments and step count), without
+ * reallocating its state. */
+static void optim_restart(eb_optim *opt)
+{
+    opt->t = 0;
+    memset(opt->m, 0, opt->k * sizeof *opt->m);
+    if (opt->v)
+        memset(opt->v, 0, opt->k * sizeof *opt->v);
+}
+
+static eb_status run_pass(const distill_job *j, distill_buf *b, const pass_cfg *pc, float *theta,
+                          char *trace, size_t trace_cap, size_t *trace_len, char *temps,
+                          size_t temps_cap, size_t *temps_len, eb_error *err)
 {
     const eb_transform_request *req = j->req;
     const eb_dataset *d = req->train;
-    const size_t n = d->n, in = j->student.in_size, C = (size_t)j->C, w = cache_width(j);
+    const size_t n = d->n, in = j->student.in_size;
     const int B = j->batch < (int)n ? j->batch : (int)n;
-    const long per_epoch = (long)((n + (size_t)B - 1) / (size_t)B), total = per_epoch * j->epochs;
+    const long per_epoch = (long)((n + (size_t)B - 1) / (size_t)B), total = per_epoch * pc->epochs;
     const uint64_t tseed = eb_rng_mix64(req->seed ^ STREAM_TEACHER);
-    size_t trace_len = 0, temps_len = 0;
-    eb_rng order_rng, aug_rng, init_rng;
+    eb_rng order_rng, aug_rng;
     eb_status st = EB_OK;
 
-    eb_rng_seed(&init_rng, req->seed, EB_STREAM_INIT);
-    eb_arch_init_params(&j->student, theta, &init_rng);
-    eb_rng_seed(&order_rng, req->seed, EB_STREAM_ORDER);
-    eb_rng_seed(&aug_rng, req->seed, STREAM_AUGMENT);
+    if (pc->pass == 0) {
+        eb_rng_seed(&order_rng, req->seed, EB_STREAM_ORDER);
+        eb_rng_seed(&aug_rng, req->seed, STREAM_AUGMENT);
+    } else {
+        eb_rng_seed(&order_rng, req->seed, STREAM_PRUNE_ORDER + (uint64_t)pc->pass);
+        eb_rng_seed(&aug_rng, req->seed, STREAM_PRUNE_AUGMENT + (uint64_t)pc->pass);
+        optim_restart(&b->opt);
+    }
     for (size_t i = 0; i < n; i++)
         b->order[i] = (uint32_t)i;
-    if (!j->augment) {
-        st = teacher_cache(j, b, tseed, err);
-        if (st)
-            return st;
-    }
-    for (int epoch = 0; epoch < j->epochs; epoch++) {
+    for (int epoch = 0; epoch < pc->epochs; epoch++) {
+        const long run_epoch = pc->epoch_base + epoch;
         double t0 = now_sec(), loss_sum = 0.0;
         size_t seen = 0;
         eb_rng_shuffle_u32(&order_rng, b->order, n);
@@ -639,46 +769,36 @@ static eb_status run_student(const distill_job *j, distill_buf *b, float *theta,
             const long step = (long)epoch * per_epoch + bi;
             const size_t first = (size_t)bi * (size_t)B;
             const int nb = (int)(n - first < (size_t)B ? n - first : (size_t)B);
-            const double T = temperature_at(j, epoch + (double)bi / (double)per_epoch);
+            const double T = temperature_at(j, (double)run_epoch + (double)bi / (double)per_epoch);
             const float lr = j->cosine && total > 1
-                                 ? (float)(0.5 * j->optim.lr *
+                                 ? (float)(0.5 * pc->lr *
                                            (1.0 + cos(M_PI * (double)step / (double)total)))
-                                 : j->optim.lr;
+                                 : pc->lr;
             const float *z;
             for (int i = 0; i < nb; i++)
                 memcpy(b->xb + (size_t)i * in, d->x + (size_t)b->order[first + (size_t)i] * in,
                        in * sizeof *b->xb);
             if (j->augment) {
                 augment_batch(j, b->xb, b->tmp, nb, &aug_rng);
-                /* the teacher's draws keyed by the example's place in the
-                 * whole run, so each perturbed input gets its own */
                 st = eb_predictor_run(b->teacher, b->xb, (size_t)nb, (uint32_t)j->S, tseed,
-                                      (uint64_t)epoch * n + first, b->tp, err);
+                                      (uint64_t)run_epoch * n + first, b->tp, err);
                 if (st)
                     return eb_error_prefix(err, "distill: the teacher: ");
                 if (j->head != EB_HEAD_DIRICHLET)
                     eb_distill_teacher_stats(b->tbar, b->tent, b->tp, (size_t)nb, j->S, j->C);
             } else {
-                for (int i = 0; i < nb; i++) {
-                    const float *row = b->cache + (size_t)b->order[first + (size_t)i] * w;
-                    if (j->head == EB_HEAD_DIRICHLET) {
-                        memcpy(b->tp + (size_t)i * w, row, w * sizeof *row);
-                    } else {
-                        memcpy(b->tbar + (size_t)i * C, row, C * sizeof *row);
-                        b->tent[i] = row[C];
-                    }
-                }
+                load_targets(j, b, b->cache, b->order + first, 0, nb);
             }
             z = eb_net_forward(b->net, theta, b->xb, nb, NULL);
             loss_sum += nb * batch_loss(j, b, z, nb, T);
             eb_net_backward(b->net, theta, b->dz, b->grad, NULL);
-            eb_optim_step(&b->opt, theta, b->grad, lr);
+            masked_step(&b->opt, theta, b->grad, lr, pc->mask);
             seen += (size_t)nb;
             if (req->progress && ((bi + 1) % 64 == 0 || bi + 1 == per_epoch)) {
                 eb_progress p;
-                p.phase = "distill";
+                p.phase = pc->phase;
                 p.epoch = epoch + 1;
-                p.epochs = j->epochs;
+                p.epochs = pc->epochs;
                 p.loss = loss_sum / (double)seen;
                 p.fraction = (double)(step + 1) / (double)total;
                 p.images_per_sec = (double)seen / (now_sec() - t0 + 1e-12);
@@ -688,22 +808,132 @@ static eb_status run_student(const distill_job *j, distill_buf *b, float *theta,
         }
         if (!isfinite(loss_sum))
             return eb_error_set(err, EB_ERR_NUMERIC,
-                                "distill: training diverged in epoch %d (loss %g); lower the "
-                                "learning rate (setting lr)", epoch + 1, loss_sum / (double)seen);
-        st = append_trace(trace, trace_cap, &trace_len, loss_sum / (double)seen, err);
-        if (!st && j->head == EB_HEAD_DIRICHLET)
-            st = append_trace(temps, temps_cap, &temps_len, temperature_at(j, epoch), err);
+                                "distill: training diverged in %sepoch %d (loss %g); lower the "
+                                "learning rate (setting %s)", pc->pass ? "fine-tuning " : "",
+                                epoch + 1, loss_sum / (double)seen, pc->pass ? "prune_lr" : "lr");
+        st = append_trace(trace, trace_cap, trace_len, loss_sum / (double)seen, err);
+        if (!st && temps && j->head == EB_HEAD_DIRICHLET)
+            st = append_trace(temps, temps_cap, temps_len, temperature_at(j, (double)run_epoch),
+                              err);
         if (st)
             return st;
     }
     return EB_OK;
 }
 
+static eb_status run_student(const distill_job *j, distill_buf *b, float *theta, char *trace,
+                             size_t trace_cap, char *temps, size_t temps_cap, eb_error *err)
+{
+    const eb_transform_request *req = j->req;
+    size_t trace_len = 0, temps_len = 0;
+    eb_rng init_rng;
+    pass_cfg pc;
+    eb_status st;
+
+    eb_rng_seed(&init_rng, req->seed, EB_STREAM_INIT);
+    eb_arch_init_params(&j->student, theta, &init_rng);
+    if (!j->augment) {
+        st = teacher_cache(j, b, eb_rng_mix64(req->seed ^ STREAM_TEACHER), req->train->n,
+                           b->cache, err);
+        if (st)
+            return st;
+    }
+    memset(&pc, 0, sizeof pc);
+    pc.epochs = j->epochs;
+    pc.lr = j->optim.lr;
+    pc.phase = "distill";
+    return run_pass(j, b, &pc, theta, trace, trace_cap, &trace_len, temps, temps_cap, &temps_len,
+                    err);
+}
+
+/* The student's mean loss (temperature 1) on the clean evaluation subset
+ * b->eval: the loss its fine-tuning lowers, without perturbations. */
+static double eval_loss(const distill_job *j, distill_buf *b, const float *theta)
+{
+    const int B = j->batch;
+    const size_t in = j->student.in_size;
+    double sum = 0.0;
+    for (size_t first = 0; first < b->n_eval; first += (size_t)B) {
+        const int nb = (int)(b->n_eval - first < (size_t)B ? b->n_eval - first : (size_t)B);
+        const float *z = eb_net_forward(b->net, theta, j->req->train->x + first * in, nb, NULL);
+        load_targets(j, b, b->eval, NULL, first, nb);
+        sum += nb * batch_loss(j, b, z, nb, 1.0);
+    }
+    return b->n_eval ? sum / (double)b->n_eval : 0.0;
+}
+
+/* Iterative magnitude pruning of the trained student theta (K) in place:
+ * cycle c = 1..K prunes every weighted layer to 1 - (1 - rate)^c, rate =
+ * 1 - (1 - sparsity)^(1/K), the last cycle exactly to sparsity
+ * (eb_prune_cycle_sparsity; per layer, round(s * n_weights) weights, as
+ * the prune transform's default scope), then fine-tunes prune_epochs on
+ * the distillation loss with the pruned weights pinned at 0. The clean
+ * subset's loss is recorded densely, after each cut and after each
+ * fine-tuning (losses: "dense;pruned,tuned;pruned,tuned;..."). */
+static eb_status prune_student(const distill_job *j, distill_buf *b, float *theta, char *trace,
+                               size_t trace_cap, char *losses, size_t losses_cap, eb_error *err)
+{
+    const eb_transform_request *req = j->req;
+    const size_t K = j->student.n_params;
+    const int cycles = j->prune_cycles;
+    const double rate = 1.0 - pow(1.0 - j->sparsity, 1.0 / (double)cycles);
+    size_t trace_len = 0, losses_len = 0;
+    char phase[64];
+    pass_cfg pc;
+    eb_status st;
+    int w;
+
+    st = teacher_cache(j, b, eb_rng_mix64(req->seed ^ STREAM_TEACHER), b->n_eval, b->eval, err);
+    if (st)
+        return st;
+    w = snprintf(losses, losses_cap, "%.6g", eval_loss(j, b, theta));
+    losses_len = w > 0 ? (size_t)w : 0;
+    memset(b->mask, 1, K);
+    memset(&pc, 0, sizeof pc);
+    pc.epochs = j->prune_epochs;
+    pc.lr = j->prune_lr;
+    pc.mask = b->mask;
+    pc.phase = phase;
+    for (int c = 1; c <= cycles; c++) {
+        double pruned, tuned;
+        eb_prune_score_magnitude(b->score, theta, K);
+        memcpy(b->prev, b->mask, K);
+        st = eb_prune_mask(&j->student, b->score, b->prev,
+                           eb_prune_cycle_sparsity(j->sparsity, rate, c, cycles), EB_PRUNE_LAYER,
+                           b->mask, err);
+        if (st)
+            return eb_error_prefix(err, "distill: pruning cycle %d: ", c);
+        eb_prune_apply(theta, b->mask, K);
+        pruned = tuned = eval_loss(j, b, theta);
+        if (j->prune_epochs > 0) {
+            snprintf(phase, sizeof phase, "distill prune %d/%d", c, cycles);
+            pc.pass = c;
+            pc.epoch_base = j->epochs + (long)(c - 1) * j->prune_epochs;
+            st = run_pass(j, b, &pc, theta, trace, trace_cap, &trace_len, NULL, 0, NULL, err);
+            if (st)
+                return st;
+            tuned = eval_loss(j, b, theta);
+        }
+        w = snprintf(losses + losses_len, losses_cap - losses_len, ";%.6g,%.6g", pruned, tuned);
+        if (w < 0 || (size_t)w >= losses_cap - losses_len)
+            return eb_error_set(err, EB_ERR_ARG, "distill: the pruning trace is too long");
+        losses_len += (size_t)w;
+    }
+    return EB_OK;
+}
+
+static eb_status meta_num(eb_trained *t, const char *key, double v, eb_error *err)
+{
+    char num[32];
+    snprintf(num, sizeof num, "%.9g", v);
+    return eb_trained_meta(t, key, num, err);
+}
+
 static eb_status distill_apply(const eb_transform_request *req, eb_trained *out, eb_error *err)
 {
     distill_job j;
     distill_buf b;
-    char trace[8192] = "", temps[8192] = "", num[32];
+    char trace[8192] = "", temps[8192] = "", ptrace[8192] = "", plosses[4096] = "", num[32];
     const int prev_threads = eb_nn_set_threads(0);
     eb_status st;
 
@@ -725,6 +955,9 @@ static eb_status distill_apply(const eb_transform_request *req, eb_trained *out,
     st = buf_new(&b, &j, err);
     if (!st)
         st = run_student(&j, &b, out->params, trace, sizeof trace, temps, sizeof temps, err);
+    if (!st && j.sparsity > 0.0)
+        st = prune_student(&j, &b, out->params, ptrace, sizeof ptrace, plosses, sizeof plosses,
+                           err);
     buf_free(&b);
     eb_nn_set_threads(prev_threads);
     if (!st)
@@ -739,6 +972,22 @@ static eb_status distill_apply(const eb_transform_request *req, eb_trained *out,
         st = eb_trained_meta(out, "distill.epoch_loss", trace, err);
     if (!st && j.head == EB_HEAD_DIRICHLET)
         st = eb_trained_meta(out, "distill.epoch_temperature", temps, err);
+    if (!st && j.sparsity > 0.0) {
+        /* prune.sparsity is the key the runner's compression facet reads
+         * (and replaces a pruned teacher's, which the student is not) */
+        st = meta_num(out, "prune.sparsity", eb_prune_sparsity(&j.student, out->params, -1), err);
+        if (!st)
+            st = meta_num(out, "distill.prune_target", j.sparsity, err);
+        if (!st)
+            st = meta_num(out, "distill.prune_cycles", j.prune_cycles, err);
+        if (!st)
+            st = eb_trained_meta(out, "distill.prune_loss", plosses, err);
+        if (!st && j.prune_epochs > 0)
+            st = eb_trained_meta(out, "distill.prune_epoch_loss", ptrace, err);
+        /* one network, one mask: one shared index set, as the prune
+         * transform's storage=auto picks for a single network */
+        out->storage = EB_STORE_SHARED_SPARSE;
+    }
     if (st)
         eb_trained_free(out);
     return st;
@@ -746,7 +995,8 @@ static eb_status distill_apply(const eb_transform_request *req, eb_trained *out,
 
 const eb_transform eb_transform_distill = {
     /* .name = */ "distill",
-    /* .summary = */ "one student network from a posterior: bdk, gped or end2 (Dirichlet) head",
+    /* .summary = */ "one student network from a posterior: bdk, gped or end2 (Dirichlet) head, "
+                     "optionally pruned",
     /* .settings = */ distill_settings,
     /* .short_key = */ "kind",
     /* .apply = */ distill_apply,

@@ -25,7 +25,9 @@ typedef struct eb_setting_spec {
     eb_setting_type type;
     const char *def;     /* default, as text */
     double min, max;     /* inclusive range for INT and FLOAT */
-    const char *choices; /* CHOICE: "a|b|c" */
+    const char *choices; /* CHOICE: "a|b|c"; an alternative "p*" accepts p
+                          * followed by one or more printable, non-space
+                          * characters, which the setting's owner checks */
     const char *help;
 } eb_setting_spec;
 

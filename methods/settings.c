@@ -69,6 +69,18 @@ static eb_status check_value(const eb_setting_spec *sp, const char *value, char 
                 memcpy(out, value, n + 1);
                 return EB_OK;
             }
+            /* "prefix*": any value that starts with prefix and goes on
+             * in printable characters without spaces (the owner of the
+             * setting checks the rest: distill's student=mlp:64,64) */
+            if (len > 1 && p[len - 1] == '*' && n >= len && !strncmp(p, value, len - 1)) {
+                size_t k = len - 1;
+                while (k < n && value[k] > ' ' && value[k] < 0x7f)
+                    k++;
+                if (k == n) {
+                    memcpy(out, value, n + 1);
+                    return EB_OK;
+                }
+            }
             p = bar ? bar + 1 : NULL;
         }
         return eb_error_set(err, EB_ERR_ARG, "setting '%s': '%s' is not one of %s", sp->key,

@@ -287,6 +287,77 @@ full:
     return eb_error_set(err, EB_ERR_ARG, "architecture text needs more than %zu bytes", len);
 }
 
+/* Reads the comma-separated widths of a sized architecture name `name`
+ * (the text after "mlp:" or "cnn:") into w; *n gets their count. Every
+ * error names the whole name and the part at fault. */
+static eb_status sized_widths(const char *name, const char *list, int max_n, int *w, int *n,
+                              eb_error *err)
+{
+    const char *p = list;
+    *n = 0;
+    for (;;) {
+        const char *start = p;
+        long v = 0;
+        int digits = 0;
+        while (isdigit((unsigned char)*p)) {
+            if (v <= EB_ARCH_MAX_WIDTH)
+                v = v * 10 + (*p - '0');
+            p++;
+            digits++;
+        }
+        if (!digits || (*p && *p != ','))
+            return eb_error_set(err, EB_ERR_ARG,
+                                "architecture '%s': width %d '%.*s' is not a whole number "
+                                "(widths are comma-separated, e.g. 'mlp:256,256')", name, *n + 1,
+                                (int)strcspn(start, ","), start);
+        if (*n >= max_n)
+            return eb_error_set(err, EB_ERR_ARG,
+                                "architecture '%s': more than %d widths", name, max_n);
+        if (v < 1 || v > EB_ARCH_MAX_WIDTH)
+            return eb_error_set(err, EB_ERR_ARG,
+                                "architecture '%s': width %d is %.*s; widths are from 1 to %d",
+                                name, *n + 1, digits, start, EB_ARCH_MAX_WIDTH);
+        w[(*n)++] = (int)v;
+        if (!*p)
+            return EB_OK;
+        p++; /* the comma; a trailing one leaves an empty width, refused above */
+    }
+}
+
+/* The sized forms: "mlp:W1,...,Wn" (flatten, then dense Wi + relu for
+ * each width, then dense 10) and "cnn:C1,C2,D" (the cnn's shape with
+ * those channels and dense width). */
+static eb_status arch_sized(const char *name, eb_arch *a, eb_error *err)
+{
+    const int is_mlp = !strncmp(name, "mlp:", 4);
+    int w[EB_ARCH_MAX_HIDDEN], n;
+    char text[EB_ARCH_TEXT_MAX];
+    size_t used;
+    eb_status st;
+
+    st = sized_widths(name, name + 4, is_mlp ? EB_ARCH_MAX_HIDDEN : 3, w, &n, err);
+    if (st)
+        return st;
+    if (is_mlp) {
+        used = (size_t)snprintf(text, sizeof text, "input 28x28x1; flatten");
+        for (int i = 0; i < n; i++)
+            used += (size_t)snprintf(text + used, sizeof text - used, "; dense %d; relu", w[i]);
+        snprintf(text + used, sizeof text - used, "; dense 10");
+    } else {
+        if (n != 3)
+            return eb_error_set(err, EB_ERR_ARG,
+                                "architecture '%s': a sized cnn takes 3 widths (conv channels "
+                                "C1, C2 and dense width D: 'cnn:32,64,128'), not %d", name, n);
+        snprintf(text, sizeof text,
+                 "input 28x28x1; conv2d %d; relu; maxpool; conv2d %d; relu; maxpool; flatten; "
+                 "dense %d; relu; dense 10", w[0], w[1], w[2]);
+    }
+    st = eb_arch_parse(text, a, err);
+    if (st)
+        return eb_error_prefix(err, "architecture '%s': ", name);
+    return EB_OK;
+}
+
 eb_status eb_arch_named(const char *name, eb_arch *a, eb_error *err)
 {
     static const char mlp[] =
@@ -303,8 +374,10 @@ eb_status eb_arch_named(const char *name, eb_arch *a, eb_error *err)
         return eb_arch_parse(cnn, a, err);
     if (!strcmp(name, "mlp-small"))
         return eb_arch_parse(mlp_small, a, err);
-    return eb_error_set(err, EB_ERR_ARG, "unknown architecture '%s' (known: mlp, cnn, mlp-small)",
-                        name);
+    if (!strncmp(name, "mlp:", 4) || !strncmp(name, "cnn:", 4))
+        return arch_sized(name, a, err);
+    return eb_error_set(err, EB_ERR_ARG, "unknown architecture '%s' (known: mlp, cnn, mlp-small, "
+                        "mlp:W1[,W2,...], cnn:C1,C2,D)", name);
 }
 
 eb_status eb_arch_with_dropout(const eb_arch *in, float rate, eb_arch *out, eb_error *err)

@@ -29,6 +29,12 @@
 #define EB_ARCH_MAX_UNITS 65536
 #define EB_ARCH_MAX_DIM 4096
 #define EB_ARCH_TEXT_MAX 2048
+/* Sized architecture names (eb_arch_named): each width from 1 to
+ * EB_ARCH_MAX_WIDTH, and at most EB_ARCH_MAX_HIDDEN hidden dense layers
+ * (flatten + 2 per hidden layer + the output layer fit
+ * EB_ARCH_MAX_LAYERS). */
+#define EB_ARCH_MAX_WIDTH 4096
+#define EB_ARCH_MAX_HIDDEN ((EB_ARCH_MAX_LAYERS - 2) / 2)
 
 typedef enum eb_layer_kind {
     EB_LAYER_DENSE = 1,
@@ -79,7 +85,13 @@ eb_status eb_arch_resolve(eb_arch *arch, eb_error *err);
 eb_status eb_arch_format(const eb_arch *arch, char *buf, size_t len, eb_error *err);
 /* The reference architectures by name: "mlp" (784-256-256-10, ReLU),
  * "cnn" (conv 32, pool, conv 64, pool, dense 128, dense 10) and
- * "mlp-small" (784-32-10, for full-batch HMC on data subsets). */
+ * "mlp-small" (784-32-10, for full-batch HMC on data subsets); and the
+ * sized forms of the same shapes on 28x28x1 inputs with 10 classes:
+ * "mlp:W1,W2,...,Wn" (flatten, then dense Wi + relu per width, then
+ * dense 10; 1 to EB_ARCH_MAX_HIDDEN widths) and "cnn:C1,C2,D" (conv C1,
+ * pool, conv C2, pool, dense D, dense 10); widths are 1 to
+ * EB_ARCH_MAX_WIDTH. "mlp:256,256" is the same architecture as "mlp".
+ * Errors (EB_ERR_ARG) name the whole name and the width at fault. */
 eb_status eb_arch_named(const char *name, eb_arch *arch, eb_error *err);
 /* A copy of arch with a dropout layer of the given rate after every
  * hidden ReLU (after the max-pool that follows one, if any): the MC

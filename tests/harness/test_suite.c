@@ -54,10 +54,34 @@ static void test_builtin_suites(void **state)
             assert_int_equal(eb_settings_int(&jobs[i].settings, "epochs"), 12);
     eb_free(jobs);
 
-    /* the compression study: 2 methods and 27 chains on mlp */
+    /* the compression study: 2 methods and 32 chains on mlp (the suite's
+     * maximum), 5 of them the student-size sweep, whose step settings
+     * hold the sized students and the pruning */
     assert_int_equal(eb_suite_load("compression", &s, &err), EB_OK);
     assert_int_equal(eb_suite_jobs(&s, 1, 1, &jobs, &n, &err), EB_OK);
-    assert_int_equal(n, 2 + 27);
+    assert_int_equal(n, 2 + 32);
+    {
+        int sweep = 0, checked = 0;
+        for (int i = 0; i < n; i++) {
+            const eb_settings *st = &jobs[i].step_settings[0];
+            if (strncmp(jobs[i].name, "ens30-gped-", 11))
+                continue;
+            sweep++;
+            assert_non_null(jobs[i].chain);
+            if (!strcmp(jobs[i].name, "ens30-gped-512x2-p95/mlp/s1")) {
+                assert_string_equal(eb_settings_str(st, "student"), "mlp:512,512");
+                assert_true(eb_settings_float(st, "sparsity") == 0.95);
+                assert_string_equal(eb_settings_str(st, "kind"), "gped");
+                checked++;
+            }
+            if (!strcmp(jobs[i].name, "ens30-gped-32/mlp/s1")) {
+                assert_string_equal(eb_settings_str(st, "student"), "mlp:32");
+                checked++;
+            }
+        }
+        assert_int_equal(sweep, 5);
+        assert_int_equal(checked, 2);
+    }
     eb_free(jobs);
 }
 

@@ -10,7 +10,13 @@
  * do not depend on batching; the input gradient matches finite
  * differences. The transform: each kind trains on a tiny synthetic set,
  * fits its teacher, is deterministic (same bytes), and refuses bad
- * settings. */
+ * settings. Sized students (student=mlp:W1,..., cnn:C1,C2,D) get the
+ * architecture they name. Pruned students (sparsity > 0): every weighted
+ * layer has exactly round(sparsity * n_weights) zero weights (the rule of
+ * eb_prune_mask's layer scope), the clean-set loss after each cycle's
+ * fine-tuning is not above the loss right after its cut, the bundle is
+ * stored shared-sparse and is smaller than the dense student's, and the
+ * same seed gives the same bundle bytes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,9 +28,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "common/eb_alloc.h"
+#include "common/eb_io.h"
 #include "methods/eb_distill.h"
 #include "methods/eb_methods.h"
+#include "methods/eb_prune.h"
 
 /* ---- numerics ------------------------------------------------------------ */
 
@@ -760,6 +770,244 @@ static void test_transform_refuses(void **state)
     free_fixture(&f);
 }
 
+/* ---- sized and pruned students ------------------------------------------ */
+
+static void test_sized_students(void **state)
+{
+    (void)state;
+    fixture f;
+    eb_trained t;
+    eb_error err;
+    eb_settings s;
+    make_fixture(&f);
+    {
+        const char *sets[] = {"kind=gped", "epochs=1", "student=mlp:16,8", NULL};
+        assert_int_equal(distill(&f, sets, 1, &t, &err), EB_OK);
+        /* 784*16 + 16 + 16*8 + 8 + 8*11 + 11 (gped: C + 1 = 11 outputs) */
+        assert_int_equal(t.arch.n_params, 784 * 16 + 16 + 16 * 8 + 8 + 8 * 11 + 11);
+        assert_int_equal(t.arch.n_layers, 6);
+        assert_int_equal(t.arch.layers[1].units, 16);
+        assert_int_equal(t.arch.layers[3].units, 8);
+        eb_trained_free(&t);
+    }
+    {
+        const char *sets[] = {"kind=bdk", "epochs=1", "student=cnn:2,3,4", NULL};
+        assert_int_equal(distill(&f, sets, 1, &t, &err), EB_OK);
+        /* conv 9*2 + 2, conv 9*2*3 + 3, dense 5*5*3 = 75 -> 4, dense 4 -> 10 */
+        assert_int_equal(t.arch.n_params, 20 + 57 + 75 * 4 + 4 + 4 * 10 + 10);
+        eb_trained_free(&t);
+    }
+    {
+        const char *sets[] = {"student=mlp:0,8", NULL};
+        assert_int_equal(distill(&f, sets, 1, &t, &err), EB_ERR_ARG);
+        printf("refused: %s\n", err.msg);
+        assert_non_null(strstr(err.msg, "setting 'student'"));
+        assert_non_null(strstr(err.msg, "'mlp:0,8': width 1 is 0"));
+        assert_null(t.params);
+    }
+    /* the setting takes a name or a sized form, nothing else */
+    assert_int_equal(eb_settings_init(&s, eb_transform_distill.settings, NULL), EB_OK);
+    assert_int_equal(eb_settings_set(&s, "student", "mlp:512,512", &err), EB_OK);
+    assert_string_equal(eb_settings_str(&s, "student"), "mlp:512,512");
+    assert_int_equal(eb_settings_set(&s, "student", "cnn", &err), EB_OK);
+    assert_int_equal(eb_settings_set(&s, "student", "resnet", &err), EB_ERR_ARG);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "setting 'student'"));
+    assert_int_equal(eb_settings_set(&s, "student", "mlp:", &err), EB_ERR_ARG);
+    assert_int_equal(eb_settings_set(&s, "student", "mlp: 64", &err), EB_ERR_ARG);
+    assert_int_equal(eb_settings_set(&s, "student", "mlp-small:32", &err), EB_ERR_ARG);
+    free_fixture(&f);
+}
+
+/* Writes t as a bundle (as the transform's writer does, without the
+ * parent's metadata) to a file of this test, and returns its bytes. */
+static char *bundle_bytes(const eb_trained *t, const char *name, size_t *len)
+{
+    char path[600];
+    eb_bundle_writer *w;
+    eb_error err;
+    char *data;
+    snprintf(path, sizeof path, "%s/distill_%d_%s", EB_TEST_BINARY_DIR, (int)getpid(), name);
+    assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+    assert_int_equal(eb_trained_write_meta(t, w, &err), EB_OK);
+    assert_int_equal(eb_trained_to_writer(t, w, &err), EB_OK);
+    assert_int_equal(eb_bundle_write(w, path, &err), EB_OK);
+    eb_bundle_writer_free(w);
+    assert_int_equal(eb_file_read_all(path, &data, len, &err), EB_OK);
+    unlink(path);
+    return data;
+}
+
+/* The "dense;pruned,tuned;..." list of distill.prune_loss. */
+static int prune_losses(const eb_trained *t, double *dense, double *pruned, double *tuned, int max)
+{
+    const char *p = strstr(t->meta, "distill.prune_loss=");
+    char *end;
+    int n = 0;
+    assert_non_null(p);
+    p += strlen("distill.prune_loss=");
+    *dense = strtod(p, &end);
+    while (*end == ';' && n < max) {
+        pruned[n] = strtod(end + 1, &end);
+        assert_int_equal(*end, ',');
+        tuned[n++] = strtod(end + 1, &end);
+    }
+    assert_int_equal(*end, '\n');
+    return n;
+}
+
+static void test_pruned_students(void **state)
+{
+    (void)state;
+    fixture f;
+    const char *kinds[3] = {"kind=bdk", "kind=gped", "kind=end2"};
+    make_fixture(&f);
+    for (int k = 0; k < 3; k++) {
+        const char *sets[] = {kinds[k], "epochs=10", "lr=0.003", "anneal_epochs=1",
+                              "student=mlp:32,16", "sparsity=0.9", "prune_cycles=3",
+                              "prune_epochs=4", "prune_lr=0.003", NULL};
+        const char *dense_sets[] = {kinds[k], "epochs=10", "lr=0.003", "anneal_epochs=1",
+                                    "student=mlp:32,16", NULL};
+        eb_trained t, t2, d;
+        eb_error err;
+        double dense, pruned[8], tuned[8];
+        char *b1, *b2, *bd;
+        size_t l1, l2, ld;
+        int n;
+        assert_int_equal(distill(&f, sets, 3, &t, &err), EB_OK);
+        assert_int_equal(t.storage, EB_STORE_SHARED_SPARSE);
+        /* per layer exactly round(0.9 * n_weights) zeros: the rule of
+         * eb_prune_mask (layer scope), which the transform uses */
+        for (int l = 0; l < t.arch.n_layers; l++) {
+            const eb_layer *L = &t.arch.layers[l];
+            size_t zeros = 0;
+            if (!L->n_weights)
+                continue;
+            for (size_t i = 0; i < L->n_weights; i++)
+                zeros += t.params[L->param_offset + i] == 0.0f;
+            assert_int_equal(zeros, (size_t)llround(0.9 * (double)L->n_weights));
+        }
+        assert_non_null(strstr(t.meta, "distill.prune_target=0.9\n"));
+        assert_non_null(strstr(t.meta, "distill.prune_cycles=3\n"));
+        {
+            /* the achieved share over all weights, for the runner's
+             * compression facet (not exactly 0.9: each layer rounds) */
+            const char *v = strstr(t.meta, "prune.sparsity=");
+            assert_non_null(v);
+            assert_true(fabs(strtod(v + strlen("prune.sparsity="), NULL) -
+                             eb_prune_sparsity(&t.arch, t.params, -1)) < 1e-8);
+        }
+        assert_non_null(strstr(t.meta, "distill.prune_epoch_loss="));
+        /* fine-tuning on the distillation loss recovers from each cut */
+        n = prune_losses(&t, &dense, pruned, tuned, 8);
+        assert_int_equal(n, 3);
+        printf("%s: clean loss dense %.4f", kinds[k], dense);
+        for (int c = 0; c < n; c++) {
+            printf("; cycle %d: pruned %.4f -> tuned %.4f", c + 1, pruned[c], tuned[c]);
+            assert_true(tuned[c] <= pruned[c]);
+        }
+        printf("\n");
+        /* same seed and threads: the same bundle bytes */
+        assert_int_equal(distill(&f, sets, 3, &t2, &err), EB_OK);
+        b1 = bundle_bytes(&t, "p1.ebb", &l1);
+        b2 = bundle_bytes(&t2, "p2.ebb", &l2);
+        assert_int_equal(l1, l2);
+        assert_memory_equal(b1, b2, l1);
+        /* stored sparse, the pruned student's file is smaller */
+        assert_int_equal(distill(&f, dense_sets, 3, &d, &err), EB_OK);
+        assert_true(d.storage == 0 || d.storage == EB_STORE_F32);
+        assert_null(strstr(d.meta, "prune."));
+        bd = bundle_bytes(&d, "dense.ebb", &ld);
+        printf("%s: bundle bytes dense %zu, 90%% pruned %zu\n", kinds[k], ld, l1);
+        assert_true(l1 < ld / 2);
+        /* the pruned network is the dense one's training, then cycles */
+        assert_memory_not_equal(t.params, d.params, t.arch.n_params * sizeof(float));
+        eb_free(b1);
+        eb_free(b2);
+        eb_free(bd);
+        eb_trained_free(&t);
+        eb_trained_free(&t2);
+        eb_trained_free(&d);
+    }
+    {
+        /* no fine-tuning: one-shot cuts in cycles; the loss lists match */
+        const char *sets[] = {"kind=bdk", "epochs=1", "sparsity=0.5", "prune_cycles=1",
+                              "prune_epochs=0", NULL};
+        eb_trained t;
+        double dense, pruned[2], tuned[2];
+        assert_int_equal(distill(&f, sets, 1, &t, NULL), EB_OK);
+        assert_int_equal(prune_losses(&t, &dense, pruned, tuned, 2), 1);
+        assert_true(pruned[0] == tuned[0]);
+        assert_null(strstr(t.meta, "distill.prune_epoch_loss="));
+        eb_trained_free(&t);
+    }
+    free_fixture(&f);
+}
+
+static void test_pruned_refuses(void **state)
+{
+    (void)state;
+    fixture f;
+    eb_trained t;
+    eb_error err;
+    eb_settings s;
+    static const char *const orphan[] = {"prune_cycles=2", "prune_epochs=1", "prune_lr=0.01"};
+    make_fixture(&f);
+    for (int i = 0; i < 3; i++) {
+        const char *sets[] = {"epochs=1", orphan[i], NULL};
+        char key[32];
+        assert_int_equal(distill(&f, sets, 1, &t, &err), EB_ERR_ARG);
+        printf("refused: %s\n", err.msg);
+        snprintf(key, sizeof key, "setting '%.*s'", (int)strcspn(orphan[i], "="), orphan[i]);
+        assert_non_null(strstr(err.msg, key));
+        assert_non_null(strstr(err.msg, "sparsity is 0"));
+        assert_null(t.params);
+    }
+    assert_int_equal(eb_settings_init(&s, eb_transform_distill.settings, NULL), EB_OK);
+    assert_int_equal(eb_settings_set(&s, "sparsity", "1", &err), EB_ERR_ARG);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "setting 'sparsity'"));
+    assert_int_equal(eb_settings_set(&s, "sparsity", "-0.1", &err), EB_ERR_ARG);
+    assert_int_equal(eb_settings_set(&s, "prune_cycles", "0", &err), EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "setting 'prune_cycles'"));
+    assert_int_equal(eb_settings_set(&s, "prune_epochs", "-1", &err), EB_ERR_ARG);
+    assert_int_equal(eb_settings_set(&s, "prune_lr", "0", &err), EB_ERR_ARG);
+    free_fixture(&f);
+}
+
+/* Every allocation of a pruned distillation failing in turn: each failure
+ * is EB_ERR_NOMEM with nothing left allocated (the sanitizer build checks
+ * for leaks), and the run succeeds once the failure is past its
+ * allocations. */
+static void test_pruned_alloc_failures(void **state)
+{
+    (void)state;
+    fixture f;
+    const char *sets[] = {"kind=gped", "epochs=1", "sparsity=0.8", "prune_cycles=2",
+                          "prune_epochs=1", NULL};
+    int failures = 0;
+    make_fixture(&f);
+    for (long n = 1; n < 500; n++) {
+        eb_trained t;
+        eb_error err;
+        eb_status st;
+        eb_alloc_fail_at(n);
+        st = distill(&f, sets, 1, &t, &err);
+        eb_alloc_fail_at(0);
+        if (st == EB_OK) {
+            eb_trained_free(&t);
+            break;
+        }
+        if (st != EB_ERR_NOMEM)
+            fail_msg("allocation %ld: status %d (%s)", n, (int)st, err.msg);
+        assert_null(t.params);
+        failures++;
+    }
+    printf("%d allocations failed in turn, each refused cleanly\n", failures);
+    assert_true(failures > 10);
+    free_fixture(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -777,6 +1025,10 @@ int main(void)
         cmocka_unit_test(test_transform_augment),
         cmocka_unit_test(test_transform_gaussian_teacher),
         cmocka_unit_test(test_transform_refuses),
+        cmocka_unit_test(test_sized_students),
+        cmocka_unit_test(test_pruned_students),
+        cmocka_unit_test(test_pruned_refuses),
+        cmocka_unit_test(test_pruned_alloc_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /* test_arch.c: architecture parsing, shape resolution, parameter counts
  * (the reference counts equal PyTorch's for the same layers: 269,322 for
  * the MLP and 225,034 for the CNN), text round trips, the dropout variant,
- * initialisation scale, and every malformed spec's message. */
+ * initialisation scale, every malformed spec's message, and the sized
+ * names (mlp:W1,..., cnn:C1,C2,D) with their errors. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -148,6 +149,85 @@ static void test_malformed_specs(void **state)
     }
 }
 
+/* Sized names: "mlp:W1,..." and "cnn:C1,C2,D". Parameter counts worked
+ * by hand: mlp:64 is 784*64 + 64 + 64*10 + 10 = 50,890; mlp:512,512 is
+ * 784*512 + 512 + 512*512 + 512 + 512*10 + 10 = 669,706; cnn:8,16,32 is
+ * conv 9*1*8 + 8 = 80, conv 9*8*16 + 16 = 1,168, then 5*5*16 = 400
+ * flat inputs: 400*32 + 32 = 12,832 and 32*10 + 10 = 330, in all 14,410. */
+static void test_sized_architectures(void **state)
+{
+    eb_arch a, b;
+    eb_error err;
+    char text[EB_ARCH_TEXT_MAX];
+    (void)state;
+    assert_int_equal(eb_arch_named("mlp:64", &a, &err), EB_OK);
+    assert_int_equal(a.n_params, 50890);
+    assert_int_equal(a.n_layers, 4);
+    assert_int_equal(eb_arch_format(&a, text, sizeof text, &err), EB_OK);
+    assert_string_equal(text, "input 28x28x1\nflatten\ndense 64\nrelu\ndense 10\n");
+    assert_int_equal(eb_arch_named("mlp:512,512", &a, &err), EB_OK);
+    assert_int_equal(a.n_params, 669706);
+    /* the plain names are the sized forms of their shapes */
+    assert_int_equal(eb_arch_named("mlp:256,256", &a, &err), EB_OK);
+    assert_int_equal(eb_arch_named("mlp", &b, &err), EB_OK);
+    assert_memory_equal(&a, &b, sizeof a);
+    assert_int_equal(eb_arch_named("mlp:32", &a, &err), EB_OK);
+    assert_int_equal(eb_arch_named("mlp-small", &b, &err), EB_OK);
+    assert_memory_equal(&a, &b, sizeof a);
+    assert_int_equal(eb_arch_named("cnn:32,64,128", &a, &err), EB_OK);
+    assert_int_equal(eb_arch_named("cnn", &b, &err), EB_OK);
+    assert_memory_equal(&a, &b, sizeof a);
+    assert_int_equal(eb_arch_named("cnn:8,16,32", &a, &err), EB_OK);
+    assert_int_equal(a.n_params, 14410);
+    /* limits: 1 to EB_ARCH_MAX_WIDTH, at most EB_ARCH_MAX_HIDDEN layers */
+    assert_int_equal(eb_arch_named("mlp:4096", &a, &err), EB_OK);
+    assert_int_equal(a.n_params, 784 * 4096 + 4096 + 4096 * 10 + 10);
+    {
+        char many[256] = "mlp:2";
+        for (int i = 1; i < EB_ARCH_MAX_HIDDEN; i++)
+            strcat(many, ",2");
+        assert_int_equal(eb_arch_named(many, &a, &err), EB_OK);
+        assert_int_equal(a.n_layers, EB_ARCH_MAX_LAYERS);
+        strcat(many, ",2");
+        assert_int_equal(eb_arch_named(many, &a, &err), EB_ERR_ARG);
+        assert_non_null(strstr(err.msg, "more than 15 widths"));
+    }
+}
+
+static void test_sized_malformed(void **state)
+{
+    static const struct {
+        const char *name;
+        const char *msg;
+    } cases[] = {
+        {"mlp:0,64", "architecture 'mlp:0,64': width 1 is 0; widths are from 1 to 4096"},
+        {"mlp:64,4097", "architecture 'mlp:64,4097': width 2 is 4097; widths are from 1 to 4096"},
+        {"mlp:99999999999999999999", "width 1 is 99999999999999999999; widths are from 1"},
+        {"mlp:", "architecture 'mlp:': width 1 '' is not a whole number"},
+        {"mlp:64,", "width 2 '' is not a whole number"},
+        {"mlp:64,,32", "width 2 '' is not a whole number"},
+        {"mlp:-5", "width 1 '-5' is not a whole number"},
+        {"mlp:64x", "width 1 '64x' is not a whole number"},
+        {"mlp:1e3", "width 1 '1e3' is not a whole number"},
+        {"mlp: 64", "width 1 ' 64' is not a whole number"},
+        {"cnn:32,64", "a sized cnn takes 3 widths"},
+        {"cnn:32,64,128,10", "more than 3 widths"},
+        {"cnn:a,64,128", "width 1 'a' is not a whole number"},
+        {"mlp-small:32", "unknown architecture 'mlp-small:32'"},
+        {"MLP:64", "unknown architecture"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        eb_arch a;
+        eb_error err;
+        eb_error_clear(&err);
+        assert_int_equal(eb_arch_named(cases[i].name, &a, &err), EB_ERR_ARG);
+        printf("%s -> %s\n", cases[i].name, err.msg);
+        if (!strstr(err.msg, cases[i].msg))
+            fail_msg("'%s': message '%s' lacks '%s'", cases[i].name, err.msg, cases[i].msg);
+    }
+}
+
 static void test_init_scale(void **state)
 {
     eb_arch a;
@@ -179,6 +259,8 @@ int main(void)
         cmocka_unit_test(test_dropout_placement),
         cmocka_unit_test(test_parse_comments_and_separators),
         cmocka_unit_test(test_malformed_specs),
+        cmocka_unit_test(test_sized_architectures),
+        cmocka_unit_test(test_sized_malformed),
         cmocka_unit_test(test_init_scale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
