@@ -49,6 +49,9 @@ eb_status eb_settings_init(eb_settings *s, const eb_setting_spec *spec, eb_error
 eb_status eb_settings_set(eb_settings *s, const char *key, const char *value, eb_error *err);
 /* "key=value" form, as given to --set. */
 eb_status eb_settings_assign(eb_settings *s, const char *assignment, eb_error *err);
+/* Several "key=value" assignments separated by spaces ("lr=0.1
+ * epochs=3"), in order; stops at the first that fails (its error). */
+eb_status eb_settings_assign_list(eb_settings *s, const char *list, eb_error *err);
 long eb_settings_int(const eb_settings *s, const char *key);
 double eb_settings_float(const eb_settings *s, const char *key);
 const char *eb_settings_str(const eb_settings *s, const char *key);

@@ -137,6 +137,28 @@ eb_status eb_settings_assign(eb_settings *s, const char *assignment, eb_error *e
     return eb_settings_set(s, key, eq + 1, err);
 }
 
+eb_status eb_settings_assign_list(eb_settings *s, const char *list, eb_error *err)
+{
+    const char *p = list;
+    while (*p) {
+        char one[2 * EB_SETTING_VALUE_MAX + 2];
+        size_t len = strcspn(p, " ");
+        eb_status st;
+        if (len == 0) {
+            p++;
+            continue;
+        }
+        if (len >= sizeof one)
+            return eb_error_set(err, EB_ERR_ARG, "setting '%.40s...' is too long", p);
+        memcpy(one, p, len);
+        one[len] = '\0';
+        if ((st = eb_settings_assign(s, one, err)))
+            return st;
+        p += len;
+    }
+    return EB_OK;
+}
+
 long eb_settings_int(const eb_settings *s, const char *key)
 {
     int i = find(s, key);

@@ -65,15 +65,12 @@ static void train_to(const char *method, uint64_t seed, const char *sets, const 
     eb_settings s;
     eb_train_request req;
     eb_error err;
-    char buf[256], *tok, *save = NULL;
 
     assert_non_null(m);
     assert_int_equal(eb_method_settings(m, "custom", &s, &err), EB_OK);
     assert_int_equal(eb_settings_set(&s, "epochs", "3", &err), EB_OK);
     assert_int_equal(eb_settings_set(&s, "lr", "0.003", &err), EB_OK);
-    snprintf(buf, sizeof buf, "%s", sets);
-    for (tok = strtok_r(buf, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
-        assert_int_equal(eb_settings_assign(&s, tok, &err), EB_OK);
+    assert_int_equal(eb_settings_assign_list(&s, sets, &err), EB_OK);
     memset(&req, 0, sizeof req);
     req.arch = &small;
     req.arch_name = "custom";
@@ -251,6 +248,15 @@ static void test_settings_are_validated(void **state)
     assert_non_null(strstr(err.msg, "adam|sgd"));
     assert_int_equal(eb_settings_assign(&s, "noequals", &err), EB_ERR_ARG);
     assert_int_equal(eb_settings_assign(&s, "=3", &err), EB_ERR_ARG);
+    /* a list: in order, extra spaces skipped, stops at the first failure */
+    assert_int_equal(eb_settings_assign_list(&s, "  lr=0.02 epochs=4  lr=0.03 ", &err), EB_OK);
+    assert_float_equal(eb_settings_float(&s, "lr"), 0.03, 1e-12);
+    assert_int_equal(eb_settings_int(&s, "epochs"), 4);
+    assert_int_equal(eb_settings_assign_list(&s, "epochs=5 colour=red epochs=6", &err),
+                     EB_ERR_ARG);
+    assert_non_null(strstr(err.msg, "unknown setting 'colour'"));
+    assert_int_equal(eb_settings_int(&s, "epochs"), 5);
+    assert_int_equal(eb_settings_assign_list(&s, "", &err), EB_OK);
 }
 
 static void test_mismatched_bundle_is_refused(void **state)

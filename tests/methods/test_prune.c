@@ -178,14 +178,8 @@ static eb_status run_prune_parent(const eb_bundle *parent, const eb_posterior *p
 {
     eb_settings s;
     eb_transform_request req;
-    char buf[512], *tok, *save = NULL;
     eb_status st = eb_settings_init(&s, eb_transform_prune.settings, err);
-    if (st)
-        return st;
-    snprintf(buf, sizeof buf, "%s", sets);
-    for (tok = strtok_r(buf, " ", &save); tok && !st; tok = strtok_r(NULL, " ", &save))
-        st = eb_settings_assign(&s, tok, err);
-    if (st)
+    if (st || (st = eb_settings_assign_list(&s, sets, err)))
         return st;
     memset(&req, 0, sizeof req);
     req.parent = parent;

@@ -138,14 +138,8 @@ static eb_status run_prune(const eb_posterior *p, const char *sets, int threads,
 {
     eb_settings s;
     eb_transform_request req;
-    char buf[512], *tok, *save = NULL;
     eb_status st = eb_settings_init(&s, eb_transform_prune.settings, err);
-    if (st)
-        return st;
-    snprintf(buf, sizeof buf, "%s", sets);
-    for (tok = strtok_r(buf, " ", &save); tok && !st; tok = strtok_r(NULL, " ", &save))
-        st = eb_settings_assign(&s, tok, err);
-    if (st)
+    if (st || (st = eb_settings_assign_list(&s, sets, err)))
         return st;
     memset(&req, 0, sizeof req);
     req.posterior = p;
@@ -537,12 +531,9 @@ static void test_alloc_failures(void **state)
     for (n = 1; n < 500 && st == EB_ERR_NOMEM; n++) {
         eb_settings s;
         eb_transform_request req;
-        char buf[256], *tok, *save = NULL;
         /* the settings first, unfailed */
         assert_int_equal(eb_settings_init(&s, eb_transform_prune.settings, &err), EB_OK);
-        snprintf(buf, sizeof buf, "%s", sets);
-        for (tok = strtok_r(buf, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
-            assert_int_equal(eb_settings_assign(&s, tok, &err), EB_OK);
+        assert_int_equal(eb_settings_assign_list(&s, sets, &err), EB_OK);
         memset(&req, 0, sizeof req);
         req.posterior = &p;
         req.train = &train_set;

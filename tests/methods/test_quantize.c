@@ -97,15 +97,11 @@ static eb_status run_quantize(const eb_posterior *p, const char *sets, const eb_
     const eb_transform *t = eb_transform_find("quantize");
     eb_settings s;
     eb_transform_request req;
-    char buf[512], *tok, *save = NULL;
     eb_status st;
     assert_non_null(t);
     memset(out, 0, sizeof *out);
     st = eb_transform_settings(t, &s, err);
-    snprintf(buf, sizeof buf, "%s", sets);
-    for (tok = strtok_r(buf, " ", &save); tok && !st; tok = strtok_r(NULL, " ", &save))
-        st = eb_settings_assign(&s, tok, err);
-    if (st)
+    if (st || (st = eb_settings_assign_list(&s, sets, err)))
         return st;
     memset(&req, 0, sizeof req);
     req.posterior = p;

@@ -575,13 +575,10 @@ static void train_to(const char *method, uint64_t seed, const char *sets, const 
     eb_settings s;
     eb_train_request req;
     eb_error err;
-    char buf[256], *tok, *save = NULL;
     assert_non_null(m);
     assert_int_equal(eb_method_settings(m, "custom", &s, &err), EB_OK);
-    snprintf(buf, sizeof buf, "%s", sets);
-    for (tok = strtok_r(buf, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
-        if (eb_settings_assign(&s, tok, &err) != EB_OK)
-            fail_msg("%s: %s", tok, err.msg);
+    if (eb_settings_assign_list(&s, sets, &err) != EB_OK)
+        fail_msg("%s: %s", sets, err.msg);
     memset(&req, 0, sizeof req);
     req.arch = &small;
     req.arch_name = "custom";
