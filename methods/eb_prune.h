@@ -55,7 +55,8 @@ void eb_prune_score_snr(float *score /* (K) */, const float *mu /* (K) */,
  * layer), or round(sparsity * eb_prune_n_weights) across all of them
  * (scope global). Weights already pruned in prev (K, may be NULL) score
  * below every other and so stay pruned as long as the count does not
- * shrink (a schedule whose sparsity only grows). sparsity in [0, 1). */
+ * shrink (a schedule whose sparsity only grows); prev may be mask itself.
+ * sparsity in [0, 1). */
 eb_status eb_prune_mask(const eb_arch *arch, const float *score /* (K) */,
                         const uint8_t *prev /* (K) or NULL */, double sparsity,
                         eb_prune_scope scope, uint8_t *mask /* (K) */, eb_error *err);

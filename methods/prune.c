@@ -105,27 +105,33 @@ eb_status eb_prune_mask(const eb_arch *arch, const float *score, const uint8_t *
     if (arch->n_params > UINT32_MAX)
         return eb_error_set(err, EB_ERR_ARG, "%zu parameters are more than pruning indexes",
                             arch->n_params);
-    memset(mask, 1, arch->n_params);
-    if (W == 0)
+    if (W == 0) {
+        memset(mask, 1, arch->n_params);
         return EB_OK;
+    }
     r = eb_malloc(W * sizeof *r);
     if (!r)
         return eb_error_set(err, EB_ERR_NOMEM, "out of memory ranking %zu weights", W);
-    if (scope == EB_PRUNE_LAYER) {
+    {
+        /* every layer is ranked (reading prev) before mask is written, so
+         * prev may be mask itself: the previous cycle's mask */
+        size_t n = 0, first[EB_ARCH_MAX_LAYERS + 1];
         for (int l = 0; l < arch->n_layers; l++) {
-            const eb_layer *L = &arch->layers[l];
-            size_t n;
-            if (!has_weights(L))
-                continue;
-            n = rank_layer(r, L, score, prev);
-            prune_lowest(r, n, (size_t)llround(sparsity * (double)n), mask);
-        }
-    } else {
-        size_t n = 0;
-        for (int l = 0; l < arch->n_layers; l++)
+            first[l] = n;
             if (has_weights(&arch->layers[l]))
                 n += rank_layer(r + n, &arch->layers[l], score, prev);
-        prune_lowest(r, n, (size_t)llround(sparsity * (double)n), mask);
+        }
+        first[arch->n_layers] = n;
+        memset(mask, 1, arch->n_params);
+        if (scope == EB_PRUNE_LAYER) {
+            for (int l = 0; l < arch->n_layers; l++) {
+                const size_t nl = first[l + 1] - first[l];
+                if (nl)
+                    prune_lowest(r + first[l], nl, (size_t)llround(sparsity * (double)nl), mask);
+            }
+        } else {
+            prune_lowest(r, n, (size_t)llround(sparsity * (double)n), mask);
+        }
     }
     eb_free(r);
     return EB_OK;

@@ -324,6 +324,20 @@ static void test_mask_grows_monotonically(void **state)
     for (size_t i = 0; i < K; i++)
         if (!a[i])
             assert_int_equal(b[i], 0);
+    /* prev may be the mask itself (the schedules pass the previous cycle's
+     * mask in place), in both scopes: the same mask as from a copy */
+    {
+        uint8_t *a0 = malloc(K);
+        memcpy(a0, a, K); /* pruned by the first scores, not these */
+        for (int scope = 0; scope < 2; scope++) {
+            const eb_prune_scope sc = scope ? EB_PRUNE_GLOBAL : EB_PRUNE_LAYER;
+            memcpy(a, a0, K);
+            assert_int_equal(eb_prune_mask(&mlp, score, a, 0.8, sc, b, &err), EB_OK);
+            assert_int_equal(eb_prune_mask(&mlp, score, a, 0.8, sc, a, &err), EB_OK);
+            assert_memory_equal(a, b, K);
+        }
+        free(a0);
+    }
     free(score);
     free(a);
     free(b);
