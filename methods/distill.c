@@ -702,29 +702,13 @@ typedef struct pass_cfg {
     const char *phase;   /* progress label */
 } pass_cfg;
 
-/* The optimiser step under a mask: a pruned coordinate's gradient is
- * zeroed before the step and its value and optimiser state reset to
- * exactly 0 after it. This is what eb_sgd_train does with cfg.mask
- * (methods/train.c), whose loop trains on the data labels and so cannot
- * run the distillation loss; its update hook is file-local there. */
+/* One optimiser step inside the mask (NULL: dense), the same update as
+ * eb_sgd_train's with cfg.mask; that loop trains on the data labels and
+ * so cannot run the distillation loss. */
 static void masked_step(eb_optim *opt, float *theta, float *grad, float lr, const uint8_t *mask)
 {
-    const size_t K = opt->k;
-    if (!mask) {
-        eb_optim_step(opt, theta, grad, lr);
-        return;
-    }
-    for (size_t i = 0; i < K; i++)
-        if (!mask[i])
-            grad[i] = 0.0f;
-    eb_optim_step(opt, theta, grad, lr);
-    for (size_t i = 0; i < K; i++)
-        if (!mask[i]) {
-            theta[i] = 0.0f;
-            opt->m[i] = 0.0f;
-            if (opt->v)
-                opt->v[i] = 0.0f;
-        }
+    eb_optim_begin_step(opt);
+    eb_optim_step_masked_range(opt, theta, grad, lr, mask, 0, opt->k);
 }
 
 /* A fresh start of the optimiser (moments and step count), without

@@ -58,29 +58,11 @@ typedef struct update_ctx {
     const uint8_t *mask; /* (K) or NULL */
 } update_ctx;
 
-/* With a mask, a pruned coordinate's gradient is zeroed before the step
- * (so no momentum or moment builds up) and its value and optimiser state
- * are reset to exactly 0 after it: weight decay of a zero is zero, but an
- * explicit reset keeps the invariant independent of the update rule. */
+/* The optimiser's update of [lo, hi), inside the pruning mask if any. */
 static void optim_update(void *uctx, float *theta, float *grad, size_t lo, size_t hi)
 {
     update_ctx *u = uctx;
-    const uint8_t *mask = u->mask;
-    if (mask)
-        for (size_t i = lo; i < hi; i++)
-            if (!mask[i])
-                grad[i] = 0.0f;
-    eb_optim_step_range(u->opt, theta, grad, u->lr, lo, hi);
-    if (mask) {
-        float *m = u->opt->m, *v = u->opt->v;
-        for (size_t i = lo; i < hi; i++)
-            if (!mask[i]) {
-                theta[i] = 0.0f;
-                m[i] = 0.0f;
-                if (v)
-                    v[i] = 0.0f;
-            }
-    }
+    eb_optim_step_masked_range(u->opt, theta, grad, u->lr, u->mask, lo, hi);
 }
 
 eb_status eb_sgd_train(const eb_arch *arch, const eb_dataset *data, const eb_sgd_config *cfg,

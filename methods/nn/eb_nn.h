@@ -196,6 +196,13 @@ void eb_optim_step(eb_optim *opt, float *theta, float *grad, float lr);
 void eb_optim_begin_step(eb_optim *opt);
 void eb_optim_step_range(eb_optim *opt, float *theta, float *grad, float lr, size_t begin,
                          size_t end);
+/* eb_optim_step_range inside a pruning mask (K, NULL = none): a pruned
+ * coordinate's gradient is zeroed before the step (so no momentum or
+ * moment builds up), and its value and optimiser state are set to exactly
+ * 0 after it (weight decay of a zero is zero, but the explicit reset
+ * keeps the invariant whatever the update rule). */
+void eb_optim_step_masked_range(eb_optim *opt, float *theta, float *grad, float lr,
+                                const uint8_t *mask, size_t begin, size_t end);
 void eb_optim_free(eb_optim *opt);
 
 #endif /* EB_NN_H */

@@ -86,6 +86,24 @@ void eb_optim_step_range(eb_optim *opt, float *theta, float *grad, float lr, siz
     }
 }
 
+void eb_optim_step_masked_range(eb_optim *opt, float *theta, float *grad, float lr,
+                                const uint8_t *mask, size_t begin, size_t end)
+{
+    if (mask)
+        for (size_t i = begin; i < end; i++)
+            if (!mask[i])
+                grad[i] = 0.0f;
+    eb_optim_step_range(opt, theta, grad, lr, begin, end);
+    if (mask)
+        for (size_t i = begin; i < end; i++)
+            if (!mask[i]) {
+                theta[i] = 0.0f;
+                opt->m[i] = 0.0f;
+                if (opt->v)
+                    opt->v[i] = 0.0f;
+            }
+}
+
 void eb_optim_step(eb_optim *opt, float *theta, float *grad, float lr)
 {
     eb_optim_begin_step(opt);

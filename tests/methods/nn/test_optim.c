@@ -78,6 +78,53 @@ static void test_adam_first_steps(void **state)
     eb_optim_free(&o);
 }
 
+/* Inside a mask, Adam with weight decay: kept coordinates move exactly as
+ * without a mask; pruned ones (even started non-zero, with a gradient)
+ * end at 0 with zero moments, step after step. */
+static void test_masked_step(void **state)
+{
+    eb_optim_config c;
+    eb_optim a, b;
+    float ta[4] = {0.5f, -0.25f, 1.0f, 2.0f}, tb[4] = {0.5f, -0.25f, 1.0f, 2.0f};
+    const uint8_t mask[4] = {1, 0, 1, 0};
+    (void)state;
+    eb_optim_config_default(&c, EB_OPTIM_ADAM);
+    c.weight_decay = 0.1f;
+    assert_int_equal(eb_optim_init(&a, &c, 4, NULL), EB_OK);
+    assert_int_equal(eb_optim_init(&b, &c, 4, NULL), EB_OK);
+    for (int step = 0; step < 3; step++) {
+        float ga[4] = {0.3f, -4.0f, 0.7f, 1.5f}, gb[4] = {0.3f, -4.0f, 0.7f, 1.5f};
+        eb_optim_begin_step(&a);
+        eb_optim_step_masked_range(&a, ta, ga, 0.01f, mask, 0, 2);
+        eb_optim_step_masked_range(&a, ta, ga, 0.01f, mask, 2, 4);
+        eb_optim_step(&b, tb, gb, 0.01f);
+        for (int i = 0; i < 4; i++) {
+            if (mask[i]) {
+                assert_true(ta[i] == tb[i]);
+            } else {
+                assert_true(ta[i] == 0.0f && a.m[i] == 0.0f && a.v[i] == 0.0f);
+            }
+        }
+    }
+    eb_optim_free(&a);
+    eb_optim_free(&b);
+    /* a NULL mask is the plain step */
+    assert_int_equal(eb_optim_init(&a, &c, 4, NULL), EB_OK);
+    assert_int_equal(eb_optim_init(&b, &c, 4, NULL), EB_OK);
+    {
+        float ga[4] = {0.3f, -4.0f, 0.7f, 1.5f}, gb[4] = {0.3f, -4.0f, 0.7f, 1.5f};
+        eb_optim_begin_step(&a);
+        eb_optim_step_masked_range(&a, ta, ga, 0.01f, NULL, 0, 4);
+        eb_optim_begin_step(&b);
+        eb_optim_step_range(&b, tb, gb, 0.01f, 0, 4);
+        for (int i = 0; i < 4; i++)
+            if (mask[i])
+                assert_true(ta[i] == tb[i]);
+    }
+    eb_optim_free(&a);
+    eb_optim_free(&b);
+}
+
 /* On f(x) = 0.5 * a * x^2 both optimisers converge to 0. */
 static void test_converges_on_quadratic(void **state)
 {
@@ -120,6 +167,7 @@ int main(void)
         cmocka_unit_test(test_sgd_momentum_by_hand),
         cmocka_unit_test(test_weight_decay_is_gaussian_prior_gradient),
         cmocka_unit_test(test_adam_first_steps),
+        cmocka_unit_test(test_masked_step),
         cmocka_unit_test(test_converges_on_quadratic),
         cmocka_unit_test(test_bad_settings),
     };
