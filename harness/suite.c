@@ -533,9 +533,9 @@ static int handle_suite(parse_ctx *c, const char *key, const char *v)
             return fail(c, "[suite] archs: give 1 to %d architectures", EB_SUITE_MAX_ARCHS);
         for (int i = 0; i < n; i++) {
             eb_arch a;
-            if (eb_arch_named(items[i], &a, NULL))
-                return fail(c, "[suite] archs: unknown architecture '%s' (known: mlp, cnn, "
-                               "mlp-small)", items[i]);
+            eb_error e;
+            if (eb_arch_named(items[i], &a, &e))
+                return fail(c, "[suite] archs: %s", e.msg);
             snprintf(s->archs[i], sizeof s->archs[i], "%s", items[i]);
         }
         s->n_archs = n;
@@ -970,9 +970,9 @@ static int handler(void *user, const char *section, const char *key, const char 
                             EB_SUITE_MAX_ARCHS);
             for (int i = 0; i < n; i++) {
                 eb_arch a;
-                if (eb_arch_named(items[i], &a, NULL))
-                    return fail(c, "[%s] arch: unknown architecture '%s' (known: mlp, cnn, "
-                                   "mlp-small)", section, items[i]);
+                eb_error e;
+                if (eb_arch_named(items[i], &a, &e))
+                    return fail(c, "[%s] arch: %s", section, e.msg);
                 snprintf(m->archs[i], sizeof m->archs[i], "%s", items[i]);
             }
             m->n_archs = n;
