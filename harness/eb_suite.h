@@ -68,7 +68,7 @@ typedef struct eb_suite_transform {
 } eb_suite_transform;
 
 #define EB_SUITE_MAX_TRANSFORMS 16
-#define EB_SUITE_MAX_CHAINS 32
+#define EB_SUITE_MAX_CHAINS 64
 #define EB_CHAIN_MAX_STEPS 4
 
 /* One step of a chain: "prune:0.9" (a transform name or a [transform]

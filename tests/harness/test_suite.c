@@ -54,12 +54,12 @@ static void test_builtin_suites(void **state)
             assert_int_equal(eb_settings_int(&jobs[i].settings, "epochs"), 12);
     eb_free(jobs);
 
-    /* the compression study: 2 methods and 32 chains on mlp (the suite's
-     * maximum), 5 of them the student-size sweep, whose step settings
-     * hold the sized students and the pruning */
+    /* the compression study: 2 methods and 33 chains on mlp, 6 of them
+     * the student-size sweep, whose step settings hold the sized students
+     * and the pruning */
     assert_int_equal(eb_suite_load("compression", &s, &err), EB_OK);
     assert_int_equal(eb_suite_jobs(&s, 1, 1, &jobs, &n, &err), EB_OK);
-    assert_int_equal(n, 2 + 32);
+    assert_int_equal(n, 2 + 33);
     {
         int sweep = 0, checked = 0;
         for (int i = 0; i < n; i++) {
@@ -79,7 +79,7 @@ static void test_builtin_suites(void **state)
                 checked++;
             }
         }
-        assert_int_equal(sweep, 5);
+        assert_int_equal(sweep, 6);
         assert_int_equal(checked, 2);
     }
     eb_free(jobs);
