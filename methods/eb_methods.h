@@ -128,6 +128,9 @@ typedef eb_status (*eb_trained_meta_fn)(void *ctx, const char *key, const char *
                                         eb_error *err);
 eb_status eb_trained_meta_each(const eb_trained *t, eb_trained_meta_fn fn, void *ctx,
                                eb_error *err);
+/* The value of t's first metadata entry named key, copied into buf (len
+ * bytes, truncated to fit); returns buf, or NULL when there is none. */
+const char *eb_trained_meta_get(const eb_trained *t, const char *key, char *buf, size_t len);
 /* Hands t's metadata lines to the writer. */
 eb_status eb_trained_write_meta(const eb_trained *t, eb_bundle_writer *w, eb_error *err);
 /* Gives the writer t's architecture and posterior (borrowing t->params),

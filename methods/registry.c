@@ -119,6 +119,22 @@ eb_status eb_trained_meta(eb_trained *t, const char *key, const char *value, eb_
  * '=' or newline of its own cannot come from eb_trained_meta's callers
  * (keys are ours; values are numbers), but a line without '=' would be
  * refused here rather than written wrongly. */
+const char *eb_trained_meta_get(const eb_trained *t, const char *key, char *buf, size_t len)
+{
+    const size_t kl = strlen(key);
+    const char *line = t->meta_len ? t->meta : NULL;
+    while (line && *line) {
+        const char *nl = strchr(line, '\n');
+        const size_t ll = nl ? (size_t)(nl - line) : strlen(line);
+        if (ll > kl && !strncmp(line, key, kl) && line[kl] == '=') {
+            snprintf(buf, len, "%.*s", (int)(ll - kl - 1), line + kl + 1);
+            return buf;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    return NULL;
+}
+
 eb_status eb_trained_meta_each(const eb_trained *t, eb_trained_meta_fn fn, void *ctx,
                                eb_error *err)
 {

@@ -197,22 +197,6 @@ static eb_status run_prune(const eb_posterior *p, const char *sets, int threads,
     return run_prune_parent(NULL, p, sets, threads, out, err);
 }
 
-static const char *meta_value(const eb_trained *t, const char *key, char *buf, size_t len)
-{
-    const size_t kl = strlen(key);
-    const char *line = t->meta;
-    while (line && *line) {
-        const char *nl = strchr(line, '\n');
-        if (!strncmp(line, key, kl) && line[kl] == '=') {
-            const size_t vl = (size_t)(nl - line) - kl - 1;
-            snprintf(buf, len, "%.*s", (int)vl, line + kl + 1);
-            return buf;
-        }
-        line = nl ? nl + 1 : NULL;
-    }
-    return NULL;
-}
-
 /* ---- masks ------------------------------------------------------------ */
 
 static void check_layer_mask(const eb_arch *a, const float *theta, const uint8_t *mask,
@@ -582,7 +566,7 @@ static void test_units_transform(void **state)
     assert_int_equal(out.arch.layers[1].units, 48);
     assert_int_equal(out.rows, 2);
     assert_int_equal(out.storage, EB_STORE_F32);
-    assert_non_null(meta_value(&out, "prune.layer2.units", buf, sizeof buf));
+    assert_non_null(eb_trained_meta_get(&out, "prune.layer2.units", buf, sizeof buf));
     assert_string_equal(buf, "48/64");
     eb_trained_free(&out);
     /* fine-tuned: still the small architecture, accuracy near the dense map */
@@ -623,9 +607,9 @@ static void test_oneshot_per_member(void **state)
             mask[i] = out.params[s * K + i] != 0.0f;
         check_layer_mask(&mlp, three + s * K, mask, 0.6);
     }
-    assert_non_null(meta_value(&out, "prune.layer2.sparsity", buf, sizeof buf));
+    assert_non_null(eb_trained_meta_get(&out, "prune.layer2.sparsity", buf, sizeof buf));
     assert_true(fabs(atof(buf) - 0.6) < 1e-3);
-    assert_non_null(meta_value(&out, "prune.schedule", buf, sizeof buf));
+    assert_non_null(eb_trained_meta_get(&out, "prune.schedule", buf, sizeof buf));
     assert_string_equal(buf, "oneshot");
     eb_trained_free(&out);
     free(three);
@@ -657,9 +641,9 @@ static void test_iterative_keeps_accuracy(void **state)
     assert_true(acc_it > dense - 0.03);
     assert_true(acc_it > acc_one);
     assert_true(fabs(eb_prune_sparsity(&mlp, it.params, -1) - 0.8) < 1e-3);
-    assert_non_null(meta_value(&it, "prune.cycles", buf, sizeof buf));
+    assert_non_null(eb_trained_meta_get(&it, "prune.cycles", buf, sizeof buf));
     assert_string_equal(buf, "3");
-    assert_non_null(meta_value(&it, "prune.finetune_loss", buf, sizeof buf));
+    assert_non_null(eb_trained_meta_get(&it, "prune.finetune_loss", buf, sizeof buf));
     eb_trained_free(&one);
     eb_trained_free(&it);
 }
@@ -772,7 +756,7 @@ static void test_then_sampler_shares_pattern(void **state)
     assert_int_equal(out.repr, EB_REPR_SAMPLES);
     assert_int_equal(out.rows, 5);
     assert_int_equal(out.storage, EB_STORE_SHARED_SPARSE);
-    assert_non_null(meta_value(&out, "prune.schedule", buf, sizeof buf));
+    assert_non_null(eb_trained_meta_get(&out, "prune.schedule", buf, sizeof buf));
     assert_string_equal(buf, "iterative");
     for (size_t i = 0; i < K; i++) {
         const int zero = out.params[i] == 0.0f;

@@ -150,22 +150,6 @@ static eb_status run_prune(const eb_posterior *p, const char *sets, int threads,
     return eb_transform_prune.apply(&req, out, err);
 }
 
-static const char *meta_value(const eb_trained *t, const char *key, char *buf, size_t len)
-{
-    const size_t kl = strlen(key);
-    const char *line = t->meta;
-    while (line && *line) {
-        const char *nl = strchr(line, '\n');
-        if (!strncmp(line, key, kl) && line[kl] == '=') {
-            const size_t vl = (size_t)(nl - line) - kl - 1;
-            snprintf(buf, len, "%.*s", (int)vl, line + kl + 1);
-            return buf;
-        }
-        line = nl ? nl + 1 : NULL;
-    }
-    return NULL;
-}
-
 /* ---- the operator ------------------------------------------------------ */
 
 static void test_shrink_closed_form(void **state)
@@ -407,21 +391,21 @@ static void test_zeroes_redundant_unit(void **state)
     assert_int_equal(run_prune(&p, GL_SETS " sparsity=0 finetune_epochs=0", 1, &full, &err),
                      EB_OK);
     assert_int_equal(full.arch.n_params, net.n_params);
-    assert_non_null(meta_value(&full, "prune.gl_zero_groups", buf, sizeof buf));
+    assert_non_null(eb_trained_meta_get(&full, "prune.gl_zero_groups", buf, sizeof buf));
     zero_groups = atof(buf);
     printf("group lasso 0.5: %s of %d groups at exactly 0\n", buf, HIDDEN);
     assert_true(zero_groups >= 1.0 && zero_groups < HIDDEN);
-    assert_non_null(meta_value(&full, "prune.layer2.gl_zero_groups", buf, sizeof buf));
+    assert_non_null(eb_trained_meta_get(&full, "prune.layer2.gl_zero_groups", buf, sizeof buf));
     assert_true(atof(buf) == zero_groups);
-    assert_null(meta_value(&full, "prune.layer4.gl_zero_groups", buf, sizeof buf));
-    assert_non_null(meta_value(&full, "prune.gl_groups", buf, sizeof buf));
+    assert_null(eb_trained_meta_get(&full, "prune.layer4.gl_zero_groups", buf, sizeof buf));
+    assert_non_null(eb_trained_meta_get(&full, "prune.gl_groups", buf, sizeof buf));
     assert_string_equal(buf, "16");
-    assert_non_null(meta_value(&full, "prune.group_lasso", buf, sizeof buf));
+    assert_non_null(eb_trained_meta_get(&full, "prune.group_lasso", buf, sizeof buf));
     assert_string_equal(buf, "0.5");
-    assert_non_null(meta_value(&full, "prune.gl_epochs", buf, sizeof buf));
+    assert_non_null(eb_trained_meta_get(&full, "prune.gl_epochs", buf, sizeof buf));
     assert_string_equal(buf, "20");
-    assert_non_null(meta_value(&full, "prune.gl_penalty", buf, sizeof buf));
-    assert_non_null(meta_value(&full, "prune.gl_loss", buf, sizeof buf));
+    assert_non_null(eb_trained_meta_get(&full, "prune.gl_penalty", buf, sizeof buf));
+    assert_non_null(eb_trained_meta_get(&full, "prune.gl_loss", buf, sizeof buf));
     /* the dead unit is among them: its whole group is 0 */
     for (size_t j = 0; j < SIDE * SIDE; j++)
         assert_true(full.params[h->param_offset + j] == 0.0f);
