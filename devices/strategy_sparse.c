@@ -12,8 +12,9 @@
  * layer through eb_kern_sparse_gemv over the kept weights only, so a
  * member reads its stored values and the shared index instead of K
  * dense floats. Convolutions scatter the member's kernel into a small
- * dense buffer and run on im2col + sgemm (OpenBLAS at one thread inside
- * the members' threads).
+ * dense buffer and run on eb_kern_conv2d_infer (the direct kernel on
+ * AVX-512; else im2col + sgemm, OpenBLAS at one thread inside the
+ * members' threads).
  *
  * Same members, same inputs: the outputs differ from loop's (the decoded
  * dense weights) only in summation order, and not at all with the thread
@@ -29,7 +30,7 @@
 
 typedef struct thread_ws {
     float *a, *b;    /* (CHUNK, max_act) */
-    float *cols;     /* conv im2col scratch */
+    float *cols;     /* eb_kern_conv2d_infer scratch */
     float *wbuf;     /* one conv layer's dense weights and biases */
     int32_t *argmax; /* (CHUNK, max_act) */
     float *probs;    /* (CHUNK, C) */
@@ -130,7 +131,7 @@ static eb_status sparse_create(const eb_posterior *p, int max_batch, uint32_t ma
         sp->R += (size_t)L->units + 1;
         sp->B += (size_t)L->units;
         if (L->kind == EB_LAYER_CONV2D) {
-            size_t len = (size_t)CHUNK * (size_t)L->out_h * (size_t)L->out_w * 9u * (size_t)L->in_c;
+            size_t len = eb_kern_conv2d_infer_scratch(CHUNK, L->in_h, L->in_w, L->in_c, L->units);
             sp->has_conv = 1;
             if (len > sp->cols_len)
                 sp->cols_len = len;
@@ -229,8 +230,8 @@ static const float *member_forward(const sparse *sp, uint32_t s, const float *x,
                 if (bp[u] >= 0)
                     w->wbuf[L->n_weights + (size_t)u] = vals[bp[u]];
             }
-            eb_kern_conv2d_forward(o, w->cols, in, w->wbuf, w->wbuf + L->n_weights, nb, L->in_h,
-                                   L->in_w, L->in_c, L->units);
+            eb_kern_conv2d_infer(o, w->cols, in, w->wbuf, w->wbuf + L->n_weights, nb, L->in_h,
+                                 L->in_w, L->in_c, L->units, NULL, 0);
             break;
         }
         case EB_LAYER_MAXPOOL:

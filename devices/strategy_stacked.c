@@ -14,9 +14,12 @@
  * chunk a member's weights come from cache after the first input, and the
  * per-thread workspace stays small. Dense layers use the GEMV kernel for
  * every batch size, so an input's probabilities do not depend on the
- * batch it came in (the same bytes one at a time or all at once);
- * convolutions run on im2col + OpenBLAS sgemm, one thread each, the
- * threads over members.
+ * batch it came in (the same bytes one at a time or all at once).
+ * Convolutions run one thread each, the threads over members: on AVX-512
+ * through the direct kernel (eb_kern_conv2d_infer), which meanwhile
+ * prefetches the next layer's weights into L2, so the dense layer after
+ * the last convolution reads them from cache rather than memory;
+ * elsewhere through im2col and OpenBLAS sgemm.
  *
  * A member's arithmetic does not depend on which thread runs it or on
  * the thread count, so the bytes are the same for any thread count.
@@ -32,7 +35,7 @@
 
 typedef struct thread_ws {
     float *a, *b;     /* (CHUNK, max_act) ping-pong activations */
-    float *cols;      /* (CHUNK * max conv rows, 9 C) im2col scratch */
+    float *cols;      /* eb_kern_conv2d_infer scratch (CHUNK inputs) */
     int32_t *argmax;  /* (CHUNK, max_act) max-pool choices */
     float *probs;     /* (CHUNK, C) one member's probabilities */
 } thread_ws;
@@ -81,7 +84,7 @@ static eb_status stacked_create(const eb_posterior *p, int max_batch, uint32_t m
     for (int i = 0; i < a->n_layers; i++) {
         const eb_layer *L = &a->layers[i];
         if (L->kind == EB_LAYER_CONV2D) {
-            size_t len = (size_t)CHUNK * (size_t)L->out_h * (size_t)L->out_w * 9u * (size_t)L->in_c;
+            size_t len = eb_kern_conv2d_infer_scratch(CHUNK, L->in_h, L->in_w, L->in_c, L->units);
             if (len > st->cols_len)
                 st->cols_len = len;
         }
@@ -123,6 +126,25 @@ static eb_status grow_ws(stacked *st, int T, eb_error *err)
     return EB_OK;
 }
 
+/* The weights of the first layer after i that has any (for a
+ * convolution to prefetch while it computes), and their bytes; none when
+ * they would not fit beside the convolution's own in half of a 2 MiB L2. */
+#define PREFETCH_MAX ((size_t)1 << 20)
+static const float *next_weights(const eb_arch *a, const float *theta, int i, size_t *bytes)
+{
+    *bytes = 0;
+    for (int j = i + 1; j < a->n_layers; j++) {
+        const eb_layer *L = &a->layers[j];
+        if (L->kind != EB_LAYER_DENSE && L->kind != EB_LAYER_CONV2D)
+            continue;
+        if (L->n_weights * sizeof(float) > PREFETCH_MAX)
+            return NULL;
+        *bytes = L->n_weights * sizeof(float);
+        return theta + L->param_offset;
+    }
+    return NULL;
+}
+
 /* The logits (nb, C) of one member over nb <= CHUNK inputs x; returns
  * the buffer holding them (w->a or w->b). */
 static const float *member_forward(const eb_arch *a, const float *theta, const float *x, int nb,
@@ -142,10 +164,13 @@ static const float *member_forward(const eb_arch *a, const float *theta, const f
                 eb_kern_dense_gemv(o + (size_t)r * L->out_size, in + (size_t)r * L->in_size, wt,
                                    bias, (int)L->in_size, L->units);
             break;
-        case EB_LAYER_CONV2D:
-            eb_kern_conv2d_forward(o, w->cols, in, wt, bias, nb, L->in_h, L->in_w, L->in_c,
-                                   L->units);
+        case EB_LAYER_CONV2D: {
+            size_t pf_bytes;
+            const float *pf = next_weights(a, theta, i, &pf_bytes);
+            eb_kern_conv2d_infer(o, w->cols, in, wt, bias, nb, L->in_h, L->in_w, L->in_c,
+                                 L->units, pf, pf_bytes);
             break;
+        }
         case EB_LAYER_MAXPOOL:
             eb_kern_maxpool_forward(o, w->argmax, in, nb, L->in_h, L->in_w, L->in_c);
             break;
