@@ -52,7 +52,7 @@ void eb_kern_conv2d_forward(float *out, float *cols, const float *inp, const flo
                             const float *b, int n, int H, int W, int C, int NO);
 void eb_kern_conv2d_forward_naive(float *out, const float *inp, const float *w, const float *b,
                                   int n, int H, int W, int C, int NO);
-/* The same convolution for inference (conv_direct.c): where the CPU has
+/* The same convolution for inference (direct.c): where the CPU has
  * AVX-512 and NO is a multiple of 16 (eb_kern_conv2d_infer_direct), a
  * direct register-blocked kernel with no im2col, which prefetches
  * pf_bytes from pf (the next layer's weights; NULL for none) into L2 as
@@ -63,6 +63,16 @@ int eb_kern_conv2d_infer_direct(int NO);
 void eb_kern_conv2d_infer(float *out, float *scratch, const float *inp, const float *w,
                           const float *b, int n, int H, int W, int C, int NO, const void *pf,
                           size_t pf_bytes);
+/* Dense over packed weights (direct.c), for weights packed once and used
+ * many times: wt = eb_kern_pack_weights of w (NO, NI), laid out (NI, NO);
+ * out (n, NO) = x (n, NI) . wt + b. Register-blocked on AVX-512 where
+ * eb_kern_direct_available(NO) (NO a multiple of 16); elsewhere a plain
+ * loop with the same sums in the same order (correct, not fast: callers
+ * pack only where the kernel is available). */
+int eb_kern_direct_available(int NO);
+void eb_kern_pack_weights(float *wt, const float *w, int NI, int NO);
+void eb_kern_dense_packed(float *out, const float *x, const float *wt, const float *b, int n,
+                          int NI, int NO);
 /* dw, db overwritten unless dw is NULL; dinp (n, H, W, C) written unless
  * NULL, using dcols (same shape as cols) as scratch. cols must hold the
  * forward's lowering. */

@@ -1,9 +1,10 @@
-/* test_conv_direct.c: the inference convolution (conv_direct.c) against
- * the naive double-accumulating reference, on shapes that take every
- * register block (64, 32 and 16 channels; pixel counts that leave a
- * partial block) and the im2col fallback (channels not a multiple of 16);
- * a prefetched buffer does not change a bit; an image's outputs are the
- * same bytes alone or inside a batch. */
+/* test_direct.c: the direct kernels (direct.c) against the naive
+ * double-accumulating references. The inference convolution on shapes
+ * that take every register block (64, 32 and 16 channels; pixel counts
+ * that leave a partial block) and the im2col fallback (channels not a
+ * multiple of 16); a prefetched buffer does not change a bit; an image's
+ * outputs are the same bytes alone or inside a batch. The packed dense
+ * product likewise, with the packing itself checked element by element. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -110,11 +111,48 @@ static void test_batch_independent(void **state)
     free(x); free(w); free(b); free(all); free(one); free(ws);
 }
 
+static void test_dense_packed(void **state)
+{
+    /* n, NI, NO: 6- and 5-row blocks (n = 50, 12), 64/32/16 channel
+     * blocks (NO = 256, 112), the lrt mlp's shapes, one row */
+    static const int shapes[][3] = {{50, 256, 256}, {12, 33, 112}, {1, 7, 16}, {7, 256, 48},
+                                    {13, 5, 64},    {3, 9, 10}};
+    eb_rng r;
+    (void)state;
+    eb_rng_seed(&r, 23, 0);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int n = shapes[s][0], NI = shapes[s][1], NO = shapes[s][2];
+        const size_t wl = (size_t)NI * NO, ol = (size_t)n * NO;
+        float *x = normal_floats(&r, (size_t)n * NI), *w = normal_floats(&r, wl);
+        float *b = normal_floats(&r, (size_t)NO), *wt = malloc(wl * sizeof *wt);
+        float *got = malloc(ol * sizeof *got), *want = malloc(ol * sizeof *want);
+        float *one = malloc((size_t)NO * sizeof *one);
+        double e, tol = 2e-7 * NI;
+        assert_true(wt && got && want && one);
+        eb_kern_pack_weights(wt, w, NI, NO);
+        for (int o = 0; o < NO; o++)
+            for (int k = 0; k < NI; k++)
+                assert_true(wt[(size_t)k * NO + o] == w[(size_t)o * NI + k]);
+        eb_kern_dense_packed(got, x, wt, b, n, NI, NO);
+        eb_kern_dense_forward_naive(want, x, w, b, n, NI, NO);
+        e = worst_rel(got, want, ol);
+        tol = tol < 1e-6 ? 1e-6 : tol;
+        printf("dense packed n=%d %d -> %d (%s): max rel err %.3g (tol %.1g)\n", n, NI, NO,
+               eb_kern_direct_available(NO) ? "direct" : "loop", e, tol);
+        assert_true(e <= tol);
+        /* a row alone gives the bytes it gives in the batch */
+        eb_kern_dense_packed(one, x + (size_t)(n - 1) * NI, wt, b, 1, NI, NO);
+        assert_memory_equal(one, got + (size_t)(n - 1) * NO, (size_t)NO * sizeof *one);
+        free(x); free(w); free(b); free(wt); free(got); free(want); free(one);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_naive),
         cmocka_unit_test(test_batch_independent),
+        cmocka_unit_test(test_dense_packed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
