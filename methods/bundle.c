@@ -17,6 +17,7 @@
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1294,8 +1295,63 @@ eb_status eb_bundle_open_memory(const void *data, size_t len, const char *name, 
     return eb_bundle__open_memory(data, len, name, flags, out, err);
 }
 
+/* A cold load's pages arrive faster through read(2) than through page
+ * faults on the mapping (on this project's VMs: 32 MB in about 23 ms by
+ * read(2), 35 to 45 ms faulted in behind the CRCs, and 40 to 55 ms with
+ * MAP_POPULATE, which also serialises the I/O and the CRCs). So while the
+ * validation walks the mapping front to back, a helper thread reads the
+ * file ahead of it into a scratch buffer it discards: the page cache
+ * fills at read(2) speed and the CRCs overlap the I/O. The mapping is
+ * still the only copy anyone uses. Skipped for small files and when
+ * every page is already resident (mincore), so a warm load costs
+ * nothing extra; a thread that cannot start changes nothing. */
+#define READER_MIN_BYTES ((size_t)8 << 20)
+#define READER_CHUNK ((size_t)256 << 10)
+
+typedef struct reader {
+    pthread_t thread;
+    int fd;
+    size_t len;
+} reader;
+
+static void *reader_main(void *arg)
+{
+    const reader *r = arg;
+    unsigned char buf[READER_CHUNK]; /* the thread's stack is sized for it */
+    for (size_t off = 0; off < r->len;) {
+        const ssize_t n = pread(r->fd, buf, READER_CHUNK, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* the validation will report what is wrong */
+        off += (size_t)n;
+    }
+    return NULL;
+}
+
+/* 1 when every page of the mapping is in the page cache */
+static int all_resident(void *map, size_t len)
+{
+    const long page = sysconf(_SC_PAGESIZE);
+    const size_t pages = (len + (size_t)page - 1) / (size_t)page;
+    unsigned char vec[1024];
+    if (page <= 0)
+        return 0;
+    for (size_t p0 = 0; p0 < pages; p0 += sizeof vec) {
+        const size_t np = pages - p0 < sizeof vec ? pages - p0 : sizeof vec;
+        if (mincore((char *)map + p0 * (size_t)page, np * (size_t)page, vec) != 0)
+            return 0;
+        for (size_t i = 0; i < np; i++)
+            if (!(vec[i] & 1))
+                return 0;
+    }
+    return 1;
+}
+
 eb_status eb_bundle_open(const char *path, unsigned flags, eb_bundle **out, eb_error *err)
 {
+    reader rd;
+    int reading = 0;
     eb_bundle *b = NULL;
     struct stat sb;
     void *map;
@@ -1334,21 +1390,32 @@ eb_status eb_bundle_open(const char *path, unsigned flags, eb_bundle **out, eb_e
                             "header (truncated?)", path, len, EB_BUNDLE_HEADER_SIZE);
     }
     /* The validation reads the whole file front to back: ask the kernel
-     * for all of it at once (large sequential reads queued now, the pages
-     * mapped by MAP_POPULATE as they arrive) rather than a fault and a
-     * small readahead window at a time, so a cold load costs about the
-     * disk's time for the bytes plus the CRCs. Advice only: failures
-     * change nothing. */
+     * for all of it at once (large sequential reads queued now) rather
+     * than a fault and a small readahead window at a time, and read ahead
+     * of the validation where the file is cold (reader_main). Advice
+     * only: failures change nothing. */
     (void)posix_fadvise(fd, 0, (off_t)len, POSIX_FADV_SEQUENTIAL);
     (void)posix_fadvise(fd, 0, (off_t)len, POSIX_FADV_WILLNEED);
-    map = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {
         int e = errno;
         close(fd);
         return eb_error_set(err, EB_ERR_IO, "cannot map bundle '%s': %s", path, strerror(e));
     }
-    close(fd); /* the mapping keeps the file referenced */
+    if (len >= READER_MIN_BYTES && !all_resident(map, len)) {
+        pthread_attr_t attr;
+        rd.fd = fd;
+        rd.len = len;
+        if (pthread_attr_init(&attr) == 0) {
+            if (pthread_attr_setstacksize(&attr, READER_CHUNK + ((size_t)128 << 10)) == 0)
+                reading = pthread_create(&rd.thread, &attr, reader_main, &rd) == 0;
+            pthread_attr_destroy(&attr);
+        }
+    }
     st = eb_bundle__open_memory(map, len, path, flags, &b, err);
+    if (reading)
+        pthread_join(rd.thread, NULL);
+    close(fd); /* the mapping keeps the file referenced */
     if (st || !b) {
         munmap(map, len);
         return st;

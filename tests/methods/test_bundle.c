@@ -28,6 +28,7 @@
 
 #include "common/eb_alloc.h"
 #include "common/eb_io.h"
+#include "devices/eb_device.h"
 #include "methods/bundle_internal.h"
 #include "methods/eb_bundle.h"
 
@@ -378,6 +379,59 @@ static void test_roundtrip_samples(void **state)
     assert_null(eb_bundle_meta_get(b, ""));
     eb_bundle_close(b);
     unlink(path);
+}
+
+/* A bundle large enough for the cold-load reader thread (8 MiB and up),
+ * opened with its pages dropped from the cache (where the file system
+ * lets them go): the same values as written; then one byte of its last
+ * member changed on disk, dropped again: the CRC still catches it. */
+static void test_large_cold_open(void **state)
+{
+    const uint32_t S = 3;
+    const uint64_t K = 800000; /* 9.6 MB of weights */
+    char path[512];
+    float *theta = malloc(S * K * sizeof *theta);
+    eb_bundle_writer *w;
+    eb_bundle *b;
+    eb_page_cache_state pc;
+    eb_error err;
+    FILE *fp;
+    struct stat sb;
+    int c;
+    (void)state;
+    assert_non_null(theta);
+    for (uint64_t i = 0; i < S * K; i++)
+        theta[i] = (float)(i % 1009) * 0.25f - 100.0f;
+    test_path(path, sizeof path, "large.ebb");
+    assert_int_equal(eb_bundle_writer_new(&w, &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_arch(w, "input 1x28x28\ndense 10\n", &err), EB_OK);
+    assert_int_equal(eb_bundle_writer_samples(w, S, K, theta, &err), EB_OK);
+    assert_int_equal(eb_bundle_write(w, path, &err), EB_OK);
+    eb_bundle_writer_free(w);
+
+    assert_int_equal(eb_measure_page_cache_drop(path, &pc, &err), EB_OK);
+    printf("large bundle cold: %s\n", pc.verified ? "pages dropped" : pc.note);
+    assert_int_equal(eb_bundle_open(path, EB_BUNDLE_OPEN_DEFAULT, &b, &err), EB_OK);
+    assert_memory_equal(eb_bundle_params(b), theta, S * K * sizeof *theta);
+    eb_bundle_close(b);
+
+    /* a byte in the middle of the file (inside the weights, which are
+     * nearly all of it): flipped on disk */
+    assert_int_equal(stat(path, &sb), 0);
+    fp = fopen(path, "r+b");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, (long)(sb.st_size / 2), SEEK_SET), 0);
+    c = fgetc(fp);
+    assert_int_equal(fseek(fp, -1, SEEK_CUR), 0);
+    assert_int_not_equal(fputc(c ^ 0x40, fp), EOF);
+    assert_int_equal(fclose(fp), 0);
+    assert_int_equal(eb_measure_page_cache_drop(path, &pc, &err), EB_OK);
+    assert_int_equal(eb_bundle_open(path, EB_BUNDLE_OPEN_DEFAULT, &b, &err), EB_ERR_CHECKSUM);
+    assert_null(b);
+    printf("flipped byte: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "CRC-32"));
+    unlink(path);
+    free(theta);
 }
 
 static void test_roundtrip_dropout(void **state)
@@ -2568,6 +2622,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_samples),
+        cmocka_unit_test(test_large_cold_open),
         cmocka_unit_test(test_roundtrip_dropout),
         cmocka_unit_test(test_deterministic_bytes),
         cmocka_unit_test(test_inspect_listing),
