@@ -427,7 +427,7 @@ static eb_status lrt_run(void *state, const float *x, size_t n, uint32_t S, uint
             const int t = omp_get_thread_num(), nt = omp_get_num_threads();
             uint32_t ulo, uhi;
             uint32_t blo, bhi;
-            /* units in runs of four: gemv's blocking, not its bits, follows */
+            /* units in runs of four (any split gives the same bits) */
             eb_strategy_split((uint32_t)(U0 + 3) / 4, nt, t, &ulo, &uhi);
             ulo *= 4;
             uhi = uhi * 4 < (uint32_t)U0 ? uhi * 4 : (uint32_t)U0;

@@ -196,7 +196,7 @@ static int prefix_layer(prefix *st, const eb_layer *L, const float *in, float *o
     uint32_t lo, hi;
     if (L->kind == EB_LAYER_DENSE) {
         const int NI = (int)L->in_size, NO = L->units;
-        /* units in runs of four, gemv's blocking */
+        /* units in runs of four (any split gives the same bits) */
         eb_strategy_split((uint32_t)(NO + 3) / 4, nt, t, &lo, &hi);
         lo *= 4;
         hi = hi * 4 < (uint32_t)NO ? hi * 4 : (uint32_t)NO;

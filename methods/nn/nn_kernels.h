@@ -19,8 +19,8 @@ void eb_kern_dense_forward_naive(float *out, const float *inp, const float *w, c
                                  int n, int NI, int NO);
 /* dense for one input, out (NO) = W (NO, NI) . x (NI) + b: the
  * bandwidth-bound case of a single-input prediction, where each weight is
- * used once. Reads W once, four rows at a time, in a fixed summation order
- * (the same bits on every CPU). Reference: eb_kern_dense_forward_naive
+ * used once. Reads W once, row after row as one stream, in a fixed
+ * summation order (the same bits on every CPU). Reference: eb_kern_dense_forward_naive
  * with n = 1. */
 void eb_kern_dense_gemv(float *out, const float *x, const float *w, const float *b, int NI,
                         int NO);
