@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "common/eb_cpu.h"
 #include "methods/nn/nn_kernels.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(EB_NO_CLONES)
@@ -48,19 +49,6 @@ size_t eb_kern_conv2d_infer_scratch(int n, int H, int W, int C, int NO)
 }
 
 #if EB_CONV_HAVE_AVX512
-
-static int have_avx512 = -1; /* unknown until the first call */
-
-static int direct_available(void)
-{
-    int f = __atomic_load_n(&have_avx512, __ATOMIC_RELAXED);
-    if (f < 0) {
-        __builtin_cpu_init();
-        f = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-        __atomic_store_n(&have_avx512, f, __ATOMIC_RELAXED);
-    }
-    return f;
-}
 
 /* The prefetch cursor: per lines per inner step, until end. */
 typedef struct pf_cursor {
@@ -200,7 +188,7 @@ dense_direct(float *out, const float *x, const float *wt, const float *b, int n,
 int eb_kern_direct_available(int NO)
 {
 #if EB_CONV_HAVE_AVX512
-    return NO > 0 && NO % 16 == 0 && direct_available();
+    return NO > 0 && NO % 16 == 0 && eb_cpu_has(EB_CPU_AVX512);
 #else
     (void)NO;
     return 0;

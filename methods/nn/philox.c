@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "common/eb_cpu.h"
 #include "methods/nn/eb_philox.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(EB_NO_CLONES)
@@ -131,19 +132,6 @@ void eb_philox_normal_fill_portable(float *out, size_t n, uint64_t key, uint32_t
 
 #if EB_PHILOX_HAVE_AVX512
 
-static int have_avx512 = -1;
-
-static int avx512_available(void)
-{
-    int f = __atomic_load_n(&have_avx512, __ATOMIC_RELAXED);
-    if (f < 0) {
-        __builtin_cpu_init();
-        f = __builtin_cpu_supports("avx512f");
-        __atomic_store_n(&have_avx512, f, __ATOMIC_RELAXED);
-    }
-    return f;
-}
-
 #define PH_TARGET __attribute__((target("avx512f")))
 
 /* (hi, lo) of the 32x32-bit products of 16 lanes by m */
@@ -250,19 +238,6 @@ PH_TARGET static void fill_avx512(float *out, size_t n, uint64_t key, uint32_t c
  * log_unit; blends for the masked steps) ---- */
 
 #define PH_TARGET2 __attribute__((target("avx2,fma")))
-
-static int have_avx2 = -1;
-
-static int avx2_available(void)
-{
-    int f = __atomic_load_n(&have_avx2, __ATOMIC_RELAXED);
-    if (f < 0) {
-        __builtin_cpu_init();
-        f = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-        __atomic_store_n(&have_avx2, f, __ATOMIC_RELAXED);
-    }
-    return f;
-}
 
 PH_TARGET2 static inline void mulhilo8(__m256i a, __m256i m, __m256i *hi, __m256i *lo)
 {
@@ -372,7 +347,7 @@ PH_TARGET2 static void fill_avx2(float *out, size_t n, uint64_t key, uint32_t c1
 int eb_philox_fill_avx2(float *out, size_t n, uint64_t key, uint32_t c1, uint32_t c2, uint32_t c3)
 {
 #if EB_PHILOX_HAVE_AVX512
-    if (avx2_available()) {
+    if (eb_cpu_has(EB_CPU_AVX2_FMA)) {
         fill_avx2(out, n, key, c1, c2, c3);
         return 1;
     }
@@ -390,7 +365,7 @@ int eb_philox_fill_avx2(float *out, size_t n, uint64_t key, uint32_t c1, uint32_
 int eb_philox_uses_avx512(void)
 {
 #if EB_PHILOX_HAVE_AVX512
-    return avx512_available();
+    return eb_cpu_has(EB_CPU_AVX512);
 #else
     return 0;
 #endif
@@ -400,11 +375,11 @@ void eb_philox_normal_fill(float *out, size_t n, uint64_t key, uint32_t c1, uint
                            uint32_t c3)
 {
 #if EB_PHILOX_HAVE_AVX512
-    if (avx512_available()) {
+    if (eb_cpu_has(EB_CPU_AVX512)) {
         fill_avx512(out, n, key, c1, c2, c3);
         return;
     }
-    if (avx2_available()) {
+    if (eb_cpu_has(EB_CPU_AVX2_FMA)) {
         fill_avx2(out, n, key, c1, c2, c3);
         return;
     }

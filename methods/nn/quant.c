@@ -9,6 +9,7 @@
 #include <cblas.h>
 
 #include "common/eb_alloc.h"
+#include "common/eb_cpu.h"
 #include "methods/nn/nn_kernels.h"
 #include "methods/nn/nn_quant.h"
 #include "methods/nn/quant_internal.h"
@@ -560,10 +561,6 @@ static void gemv_f16_f16c(float *restrict out, const float *restrict x,
 }
 #endif
 
-/* -1: not yet asked; then 0 or 1. The answer is the same in every
- * thread, so a race on the first call only repeats the question. */
-static int have_f16c = -1;
-
 void eb_qkern_gemv_f16_portable(float *out, const float *x, const uint16_t *w, const float *b,
                                 int NI, int NO)
 {
@@ -574,18 +571,10 @@ void eb_qkern_gemv_f16(float *out, const float *x, const uint16_t *w, const floa
                        int NO)
 {
 #if EB_Q_HAVE_F16C
-    int f = __atomic_load_n(&have_f16c, __ATOMIC_RELAXED);
-    if (f < 0) {
-        __builtin_cpu_init();
-        f = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-        __atomic_store_n(&have_f16c, f, __ATOMIC_RELAXED);
-    }
-    if (f) {
+    if (eb_cpu_has(EB_CPU_AVX2_F16C)) {
         gemv_f16_f16c(out, x, w, b, NI, NO);
         return;
     }
-#else
-    (void)have_f16c;
 #endif
     gemv_f16_c(out, x, w, b, NI, NO);
 }
@@ -593,8 +582,7 @@ void eb_qkern_gemv_f16(float *out, const float *x, const uint16_t *w, const floa
 int eb_qkern_gemv_f16_uses_f16c(void)
 {
 #if EB_Q_HAVE_F16C
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    return eb_cpu_has(EB_CPU_AVX2_F16C);
 #else
     return 0;
 #endif
