@@ -115,16 +115,15 @@ conv_direct(float *out, float *wt, const float *inp, const float *w, const float
     const int OH = H - 2, OW = W - 2, K = 9 * C;
     const size_t total = (size_t)n * (size_t)OH * (size_t)OW;
     size_t steps = 0;
-    pf_cursor pf = {pf_buf, (const char *)pf_buf + (pf_buf ? pf_bytes : 0), 0};
+    pf_cursor pf = {pf_buf, pf_buf ? (const char *)pf_buf + pf_bytes : NULL, 0};
 
     eb_kern_pack_weights(wt, w, K, NO);
 
     /* blocks: 64 channels by 6 pixels while 64 remain, then 32 by 12, 16 by 12 */
-    for (int o0 = 0, left = NO; left > 0;) {
+    for (int left = NO; left > 0;) {
         const int nv = left >= 64 ? 4 : left >= 32 ? 2 : 1;
         const int R = nv == 4 ? 6 : 12;
         steps += (total + (size_t)R - 1) / (size_t)R * (size_t)K;
-        o0 += 16 * nv;
         left -= 16 * nv;
     }
     if (pf_bytes && steps)
@@ -195,11 +194,6 @@ int eb_kern_direct_available(int NO)
 #endif
 }
 
-int eb_kern_conv2d_infer_direct(int NO)
-{
-    return eb_kern_direct_available(NO);
-}
-
 void eb_kern_pack_weights(float *wt, const float *w, int K, int NO)
 {
     /* (NO, K) -> (K, NO), 16 outputs' rows at a time so each written
@@ -236,7 +230,7 @@ void eb_kern_conv2d_infer(float *out, float *scratch, const float *inp, const fl
                           size_t pf_bytes)
 {
 #if EB_CONV_HAVE_AVX512
-    if (eb_kern_conv2d_infer_direct(NO)) {
+    if (eb_kern_direct_available(NO)) {
         conv_direct(out, scratch, inp, w, b, n, H, W, C, NO, pf, pf_bytes);
         return;
     }

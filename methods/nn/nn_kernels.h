@@ -53,13 +53,12 @@ void eb_kern_conv2d_forward(float *out, float *cols, const float *inp, const flo
 void eb_kern_conv2d_forward_naive(float *out, const float *inp, const float *w, const float *b,
                                   int n, int H, int W, int C, int NO);
 /* The same convolution for inference (direct.c): where the CPU has
- * AVX-512 and NO is a multiple of 16 (eb_kern_conv2d_infer_direct), a
+ * AVX-512 and NO is a multiple of 16 (eb_kern_direct_available), a
  * direct register-blocked kernel with no im2col, which prefetches
  * pf_bytes from pf (the next layer's weights; NULL for none) into L2 as
  * it goes; elsewhere eb_kern_conv2d_forward. scratch holds
  * eb_kern_conv2d_infer_scratch floats; its contents are not kept. */
 size_t eb_kern_conv2d_infer_scratch(int n, int H, int W, int C, int NO);
-int eb_kern_conv2d_infer_direct(int NO);
 void eb_kern_conv2d_infer(float *out, float *scratch, const float *inp, const float *w,
                           const float *b, int n, int H, int W, int C, int NO, const void *pf,
                           size_t pf_bytes);

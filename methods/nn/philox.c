@@ -25,18 +25,24 @@
 #define SQRT_TWO 1.41421356237309505f
 #define LN_TWO 0.69314718055994531f
 
+/* The key of each round: the key, then bumped by the Weyl increments. */
+static void round_keys(uint32_t k0[PH_ROUNDS], uint32_t k1[PH_ROUNDS], uint32_t a, uint32_t b)
+{
+    for (int r = 0; r < PH_ROUNDS; r++, a += PH_W0, b += PH_W1) {
+        k0[r] = a;
+        k1[r] = b;
+    }
+}
+
 void eb_philox4x32_10(uint32_t out[4], const uint32_t ctr[4], const uint32_t key[2])
 {
-    uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3], k0 = key[0], k1 = key[1];
+    uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3], k0[PH_ROUNDS], k1[PH_ROUNDS];
+    round_keys(k0, k1, key[0], key[1]);
     for (int r = 0; r < PH_ROUNDS; r++) {
         const uint64_t p0 = (uint64_t)PH_M0 * c0, p1 = (uint64_t)PH_M1 * c2;
-        if (r > 0) {
-            k0 += PH_W0;
-            k1 += PH_W1;
-        }
-        c0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
+        c0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0[r];
         c1 = (uint32_t)p1;
-        c2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+        c2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1[r];
         c3 = (uint32_t)p0;
     }
     out[0] = c0;
@@ -194,14 +200,11 @@ PH_TARGET static void fill_avx512(float *out, size_t n, uint64_t key, uint32_t c
     const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i m0 = _mm512_set1_epi32((int)PH_M0), m1 = _mm512_set1_epi32((int)PH_M1);
     __m512i k0[PH_ROUNDS], k1[PH_ROUNDS];
-    uint32_t a = (uint32_t)key, b = (uint32_t)(key >> 32);
+    uint32_t a[PH_ROUNDS], b[PH_ROUNDS];
+    round_keys(a, b, (uint32_t)key, (uint32_t)(key >> 32));
     for (int r = 0; r < PH_ROUNDS; r++) {
-        if (r > 0) {
-            a += PH_W0;
-            b += PH_W1;
-        }
-        k0[r] = _mm512_set1_epi32((int)a);
-        k1[r] = _mm512_set1_epi32((int)b);
+        k0[r] = _mm512_set1_epi32((int)a[r]);
+        k1[r] = _mm512_set1_epi32((int)b[r]);
     }
     for (size_t g = 0; g * 64 < n; g++) {
         __m512i x0 = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)(16 * g)), lanes);
@@ -298,14 +301,11 @@ PH_TARGET2 static void fill_avx2(float *out, size_t n, uint64_t key, uint32_t c1
     const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i m0 = _mm256_set1_epi32((int)PH_M0), m1 = _mm256_set1_epi32((int)PH_M1);
     __m256i k0[PH_ROUNDS], k1[PH_ROUNDS];
-    uint32_t a = (uint32_t)key, b = (uint32_t)(key >> 32);
+    uint32_t a[PH_ROUNDS], b[PH_ROUNDS];
+    round_keys(a, b, (uint32_t)key, (uint32_t)(key >> 32));
     for (int r = 0; r < PH_ROUNDS; r++) {
-        if (r > 0) {
-            a += PH_W0;
-            b += PH_W1;
-        }
-        k0[r] = _mm256_set1_epi32((int)a);
-        k1[r] = _mm256_set1_epi32((int)b);
+        k0[r] = _mm256_set1_epi32((int)a[r]);
+        k1[r] = _mm256_set1_epi32((int)b[r]);
     }
     for (size_t g = 0; g * 64 < n; g++)
         for (size_t h = 0; h < 2; h++) {

@@ -67,7 +67,7 @@ static void test_against_naive(void **state)
         e = worst_rel(got, want, out_len);
         tol = tol < 1e-6 ? 1e-6 : tol;
         printf("conv n=%d %dx%dx%d -> %d (%s): max rel err %.3g (tol %.1g)\n", n, H, W, C, NO,
-               eb_kern_conv2d_infer_direct(NO) ? "direct" : "im2col", e, tol);
+               eb_kern_direct_available(NO) ? "direct" : "im2col", e, tol);
         assert_true(e <= tol);
         /* prefetching another buffer, small or larger than the steps, is
          * invisible in the result */
@@ -76,7 +76,7 @@ static void test_against_naive(void **state)
         eb_kern_conv2d_infer(again, ws, x, w, b, n, H, W, C, NO, pf, 100);
         assert_memory_equal(again, got, out_len * sizeof *got);
         if (NO % 16)
-            assert_false(eb_kern_conv2d_infer_direct(NO));
+            assert_false(eb_kern_direct_available(NO));
         free(x); free(w); free(b); free(pf); free(got); free(again); free(want); free(ws);
     }
 }
@@ -91,7 +91,7 @@ static void test_batch_independent(void **state)
     float *x, *w, *b, *all, *one, *ws;
     eb_rng r;
     (void)state;
-    if (!eb_kern_conv2d_infer_direct(NO)) {
+    if (!eb_kern_direct_available(NO)) {
         printf("no AVX-512 here: the direct kernel does not run, nothing to compare\n");
         skip();
     }
