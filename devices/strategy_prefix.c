@@ -22,8 +22,8 @@
  * inputs (one input per kernel call). After it, each input's S passes go
  * in nblk = ceil(S / RB) blocks of equal size, the blocks split over the
  * threads in contiguous runs, each thread carrying a block through the
- * remaining layers with one-thread sgemm calls (a convolution's im2col
- * scratch stays at RB images). OpenBLAS's sgemm gives a row different
+ * remaining layers with one-thread sgemm calls (convolutions on
+ * eb_kern_conv2d_infer, whose scratch stays at RB images). OpenBLAS's sgemm gives a row different
  * bits for different numbers of rows beside it, so every matrix product
  * is over one block, fixed by (input, S): the bytes are the same for any
  * thread count and batch split. */
@@ -55,9 +55,9 @@ typedef struct prefix {
     int first_drop;    /* the first dropout layer with rate > 0 */
     size_t chunk_cap;  /* inputs per pass */
     size_t pre_act;    /* widest activation up to the first dropout, per input */
-    size_t pre_cols;   /* im2col floats per input before the first dropout */
+    size_t pre_cols;   /* conv scratch floats per input before the first dropout */
     size_t width;      /* widest activation from the first dropout on, per row */
-    size_t cols_row;   /* im2col floats per row after it */
+    size_t cols_row;   /* conv scratch floats per row after it */
     float *pa, *pb;    /* (chunk_cap, pre_act) prefix ping-pong */
     int32_t *pargmax;  /* (chunk_cap, pre_act) */
     float *pcols;      /* (chunk_cap, pre_cols) */
@@ -96,9 +96,10 @@ static size_t align16(size_t x)
     return (x + 15) & ~(size_t)15;
 }
 
+/* eb_kern_conv2d_infer's scratch per input (k inputs take k times it) */
 static size_t conv_cols(const eb_layer *L)
 {
-    return (size_t)L->out_h * (size_t)L->out_w * 9u * (size_t)L->in_c;
+    return eb_kern_conv2d_infer_scratch(1, L->in_h, L->in_w, L->in_c, L->units);
 }
 
 static eb_status prefix_create(const eb_posterior *p, int max_batch, uint32_t max_draws,
@@ -212,8 +213,8 @@ static int prefix_layer(prefix *st, const eb_layer *L, const float *in, float *o
         const float *x = in + i * L->in_size;
         float *o = out + i * L->out_size;
         if (L->kind == EB_LAYER_CONV2D)
-            eb_kern_conv2d_forward(o, st->pcols + i * st->pre_cols, x, w, b, 1, L->in_h, L->in_w,
-                                   L->in_c, L->units);
+            eb_kern_conv2d_infer(o, st->pcols + i * st->pre_cols, x, w, b, 1, L->in_h, L->in_w,
+                                 L->in_c, L->units, NULL, 0);
         else if (L->kind == EB_LAYER_MAXPOOL)
             eb_kern_maxpool_forward(o, st->pargmax + i * L->out_size, x, 1, L->in_h, L->in_w,
                                     L->in_c);
@@ -255,8 +256,8 @@ static void run_block(prefix *st, row_ws *w, const float *pre, size_t i, uint32_
                 eb_kern_dense_forward(o, in, wt, b, n, (int)L->in_size, L->units);
                 break;
             case EB_LAYER_CONV2D:
-                eb_kern_conv2d_forward(o, w->cols, in, wt, b, n, L->in_h, L->in_w, L->in_c,
-                                       L->units);
+                eb_kern_conv2d_infer(o, w->cols, in, wt, b, n, L->in_h, L->in_w, L->in_c,
+                                     L->units, NULL, 0);
                 break;
             case EB_LAYER_MAXPOOL:
                 eb_kern_maxpool_forward(o, w->argmax, in, n, L->in_h, L->in_w, L->in_c);
