@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tests/eb_test.h"
+
 #include <math.h>
 #include <sched.h>
 #include <stdio.h>
@@ -77,17 +79,6 @@ static void write_bundle(const char *path, const char *arch_text, eb_repr_kind r
                          uint64_t seed)
 {
     write_bundle_as(path, arch_text, repr, S, seed, EB_STORE_F32);
-}
-
-static float *random_inputs(size_t n, size_t in, uint64_t seed)
-{
-    float *x = malloc(n * in * sizeof *x);
-    eb_rng r;
-    assert_non_null(x);
-    eb_rng_seed(&r, seed, 1);
-    for (size_t i = 0; i < n * in; i++)
-        x[i] = eb_rng_uniformf(&r);
-    return x;
 }
 
 static eb_device *open_cpu(int max_batch, uint32_t max_draws)
@@ -234,7 +225,7 @@ static void check_matches_posterior(const char *arch, eb_repr_kind repr, uint32_
     assert_non_null(m);
     assert_int_equal(m->repr, repr);
     assert_int_equal(m->default_draws, S);
-    x = random_inputs(n, m->in_size, 7);
+    x = eb_test_uniform_inputs(n, m->in_size, 7);
     want = malloc(n * S * C * sizeof *want);
     got = malloc(n * S * C * sizeof *got);
     piece = malloc(n * S * C * sizeof *piece);
@@ -302,7 +293,7 @@ static void check_input_grad(const char *arch, eb_repr_kind repr, uint32_t S)
     dev = open_cpu(4, 0);
     assert_int_equal(eb_device_load(dev, path, NULL, &err), EB_OK);
     in = eb_device_model_info(dev)->in_size;
-    x = random_inputs(n, in, 8);
+    x = eb_test_uniform_inputs(n, in, 8);
     dx_want = malloc(n * in * sizeof *dx_want);
     dx_got = malloc(n * in * sizeof *dx_got);
     pbar_want = malloc(n * C * sizeof *pbar_want);
@@ -425,7 +416,7 @@ static void test_quantized(void **state)
         dev = open_cpu(4, 0);
         assert_int_equal(eb_device_load(dev, path, NULL, &err), EB_OK);
         m = eb_device_model_info(dev);
-        x = random_inputs(n, 784, 9);
+        x = eb_test_uniform_inputs(n, 784, 9);
         want = malloc(n * S * C * sizeof *want);
         got = malloc(n * S * C * sizeof *got);
         dec = malloc(n * S * C * sizeof *dec);
@@ -770,7 +761,7 @@ static void test_compare_with_oracle(void **state)
     write_bundle(path, MLP_DROPOUT, EB_REPR_DROPOUT, 3, 8);
     oracle = open_cpu(5, 0);
     assert_int_equal(eb_device_load(oracle, path, NULL, &err), EB_OK);
-    x = random_inputs(n, 784, 9);
+    x = eb_test_uniform_inputs(n, 784, 9);
     for (size_t i = 0; i < n; i++)
         y[i] = (uint8_t)(i % 10);
 
@@ -811,7 +802,7 @@ static int alloc_failures(const char *path, int grad)
     float *x, probs[30], dx[784];
     const uint8_t y[1] = {2};
     int failures = 0;
-    x = random_inputs(1, 784, 3);
+    x = eb_test_uniform_inputs(1, 784, 3);
     for (long k = 1;; k++) {
         eb_device *dev = NULL;
         eb_error err;

@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tests/eb_test.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,17 +50,6 @@ static void make_samples(eb_posterior *p, const char *arch_text, uint32_t S, uin
     for (uint32_t s = 0; s < S; s++)
         eb_arch_init_params(&p->arch, theta + (size_t)s * p->k, &r);
     p->params = theta;
-}
-
-static float *random_inputs(size_t n, size_t in, uint64_t seed)
-{
-    float *x = malloc(n * in * sizeof *x);
-    eb_rng r;
-    assert_non_null(x);
-    eb_rng_seed(&r, seed, 1);
-    for (size_t i = 0; i < n * in; i++)
-        x[i] = eb_rng_uniformf(&r);
-    return x;
 }
 
 static void test_registry(void **state)
@@ -124,7 +115,7 @@ static void check_stacked(const char *arch_text, uint32_t S, size_t n)
     make_samples(&p, arch_text, S, 7 + n);
     CC = (size_t)p.arch.n_classes;
     in = p.arch.in_size;
-    x = random_inputs(n, in, 11 + S);
+    x = eb_test_uniform_inputs(n, in, 11 + S);
     want = malloc(n * S * CC * sizeof *want);
     got1 = malloc(n * S * CC * sizeof *got1);
     got2 = malloc(n * S * CC * sizeof *got2);
@@ -229,7 +220,7 @@ static void test_device_option(void **state)
     mref = eb_device_model_info(ref);
     assert_true(m->workspace_bytes > mref->workspace_bytes);
     assert_int_equal(m->param_bytes, mref->param_bytes);
-    x = random_inputs(3, p.arch.in_size, 1);
+    x = eb_test_uniform_inputs(3, p.arch.in_size, 1);
     a = malloc(3 * 4 * 5 * sizeof *a);
     b = malloc(3 * 4 * 5 * sizeof *b);
     assert_int_equal(eb_device_predict(dev, x, 3, 0, 1, 0, a, &err), EB_OK);

@@ -29,6 +29,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tests/eb_test.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,17 +68,6 @@ static void make_gaussian(eb_posterior *p, const char *arch_text, float scale, u
     }
     p->params = *block;
     p->sigma = *block + p->k;
-}
-
-static float *random_inputs(size_t n, size_t in, uint64_t seed)
-{
-    float *x = malloc(n * in * sizeof *x);
-    eb_rng r;
-    assert_non_null(x);
-    eb_rng_seed(&r, seed, 1);
-    for (size_t i = 0; i < n * in; i++)
-        x[i] = eb_rng_uniformf(&r);
-    return x;
 }
 
 static void *open_lrt(const eb_posterior *p, int max_batch, uint32_t max_draws)
@@ -152,7 +143,7 @@ static void check_first_moments(const char *arch_text)
     L = &p.arch.layers[first];
     assert_true(L->units <= 64);
     st = open_lrt(&p, 2, 4);
-    x = random_inputs(1, p.arch.in_size, 5);
+    x = eb_test_uniform_inputs(1, p.arch.in_size, 5);
     for (size_t i = 0; i < p.arch.in_size; i++)
         x[i] -= 0.5f; /* signed inputs: the ReLU prefix of one arch below bites */
     eb_strategy__lrt_first_moments(st, x, mean, var);
@@ -226,7 +217,7 @@ static void test_same_bytes(void **state)
     const size_t n = 7, C = 10;
     (void)state;
     make_gaussian(&p, MLP, 1.0f, 11, &block);
-    x = random_inputs(n, p.arch.in_size, 12);
+    x = eb_test_uniform_inputs(n, p.arch.in_size, 12);
     for (size_t d = 0; d < sizeof draws / sizeof draws[0]; d++) {
         const uint32_t S = draws[d];
         const size_t len = n * S * C;
@@ -369,7 +360,7 @@ static void check_distribution(const char *arch_text)
     printf("%s\n", arch_text);
     make_gaussian(&p, arch_text, 1.0f, 21, &block);
     make_gaussian(&wide, arch_text, 1.3f, 21, &wblock); /* the same mu, sigma x 1.3 */
-    x = random_inputs(n, p.arch.in_size, 22);
+    x = eb_test_uniform_inputs(n, p.arch.in_size, 22);
     lp = malloc(n * N_DRAWS * C * sizeof *lp);
     wp = malloc(n * N_DRAWS * C * sizeof *wp);
     lw = malloc(n * N_DRAWS * C * sizeof *lw);
@@ -438,7 +429,7 @@ static void test_batch_independence(void **state)
     void *st;
     (void)state;
     make_gaussian(&p, SMALL, 1.0f, 21, &block);
-    x = random_inputs(n, p.arch.in_size, 22);
+    x = eb_test_uniform_inputs(n, p.arch.in_size, 22);
     lp = malloc(n * N_DRAWS * C * sizeof *lp);
     wp = malloc(n * N_DRAWS * C * sizeof *wp);
     assert_true(a0 && a1 && lp && wp);

@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tests/eb_test.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,17 +55,6 @@ static void make_dropout(eb_posterior *p, const char *arch_text, float rate, uin
     for (size_t k = 0; k < p->k; k++)
         (*theta)[k] += 0.05f * (eb_rng_uniformf(&r) - 0.5f);
     p->params = *theta;
-}
-
-static float *random_inputs(size_t n, size_t in, uint64_t seed)
-{
-    float *x = malloc(n * in * sizeof *x);
-    eb_rng r;
-    assert_non_null(x);
-    eb_rng_seed(&r, seed, 1);
-    for (size_t i = 0; i < n * in; i++)
-        x[i] = eb_rng_uniformf(&r);
-    return x;
 }
 
 static void run_prefix(void *st, const float *x, size_t n, uint32_t S, uint64_t seed,
@@ -128,7 +119,7 @@ static void check_against_loop(const char *arch_text, float rate)
     eb_error err;
     make_dropout(&p, arch_text, rate, 5, &theta);
     C = (size_t)p.arch.n_classes;
-    x = random_inputs(n, p.arch.in_size, 6);
+    x = eb_test_uniform_inputs(n, p.arch.in_size, 6);
     for (size_t d = 0; d < sizeof draws / sizeof draws[0]; d++)
         for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
             const uint32_t S = draws[d];
@@ -211,7 +202,7 @@ static void test_same_bytes_split(void **state)
     (void)state;
     make_dropout(&p, "input 28x28x1; flatten; dense 64; relu; dense 32; relu; dense 10", 0.2f, 9,
                  &theta);
-    x = random_inputs(n, p.arch.in_size, 10);
+    x = eb_test_uniform_inputs(n, p.arch.in_size, 10);
     whole = malloc(n * S * C * sizeof *whole);
     piece = malloc(n * S * C * sizeof *piece);
     assert_true(whole && piece);

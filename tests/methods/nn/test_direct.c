@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tests/eb_test.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,26 +20,6 @@
 
 #include "methods/nn/eb_rng.h"
 #include "methods/nn/nn_kernels.h"
-
-static float *normal_floats(eb_rng *r, size_t n)
-{
-    float *v = malloc(n * sizeof *v);
-    assert_non_null(v);
-    for (size_t i = 0; i < n; i++)
-        v[i] = (float)eb_rng_normal(r);
-    return v;
-}
-
-/* largest |got - want| / (1 + |want|) */
-static double worst_rel(const float *got, const float *want, size_t n)
-{
-    double m = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        const double e = fabs((double)got[i] - want[i]) / (1.0 + fabs((double)want[i]));
-        m = e > m ? e : m;
-    }
-    return m;
-}
 
 static void test_against_naive(void **state)
 {
@@ -55,8 +37,9 @@ static void test_against_naive(void **state)
                   NO = shapes[s][4];
         const size_t in_len = (size_t)n * H * W * C, out_len = (size_t)n * (H - 2) * (W - 2) * NO;
         const size_t scratch = eb_kern_conv2d_infer_scratch(n, H, W, C, NO);
-        float *x = normal_floats(&r, in_len), *w = normal_floats(&r, (size_t)NO * 9 * C);
-        float *b = normal_floats(&r, (size_t)NO), *pf = normal_floats(&r, 40000);
+        float *x = eb_test_normal_floats(&r, in_len),
+              *w = eb_test_normal_floats(&r, (size_t)NO * 9 * C);
+        float *b = eb_test_normal_floats(&r, (size_t)NO), *pf = eb_test_normal_floats(&r, 40000);
         float *got = malloc(out_len * sizeof *got), *again = malloc(out_len * sizeof *again);
         float *want = malloc(out_len * sizeof *want), *ws = malloc(scratch * sizeof *ws);
         double e, tol = 2e-7 * 9.0 * C;
@@ -64,7 +47,7 @@ static void test_against_naive(void **state)
         assert_true(scratch >= (size_t)9 * C * NO);
         eb_kern_conv2d_infer(got, ws, x, w, b, n, H, W, C, NO, NULL, 0);
         eb_kern_conv2d_forward_naive(want, x, w, b, n, H, W, C, NO);
-        e = worst_rel(got, want, out_len);
+        e = eb_test_max_rel_err(got, want, out_len);
         tol = tol < 1e-6 ? 1e-6 : tol;
         printf("conv n=%d %dx%dx%d -> %d (%s): max rel err %.3g (tol %.1g)\n", n, H, W, C, NO,
                eb_kern_direct_available(NO) ? "direct" : "im2col", e, tol);
@@ -96,9 +79,9 @@ static void test_batch_independent(void **state)
         skip();
     }
     eb_rng_seed(&r, 22, 0);
-    x = normal_floats(&r, n * img_in);
-    w = normal_floats(&r, (size_t)NO * 9 * C);
-    b = normal_floats(&r, NO);
+    x = eb_test_normal_floats(&r, n * img_in);
+    w = eb_test_normal_floats(&r, (size_t)NO * 9 * C);
+    b = eb_test_normal_floats(&r, NO);
     all = malloc(n * img_out * sizeof *all);
     one = malloc(img_out * sizeof *one);
     ws = malloc(eb_kern_conv2d_infer_scratch(n, H, W, C, NO) * sizeof *ws);
@@ -123,8 +106,8 @@ static void test_dense_packed(void **state)
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const int n = shapes[s][0], NI = shapes[s][1], NO = shapes[s][2];
         const size_t wl = (size_t)NI * NO, ol = (size_t)n * NO;
-        float *x = normal_floats(&r, (size_t)n * NI), *w = normal_floats(&r, wl);
-        float *b = normal_floats(&r, (size_t)NO), *wt = malloc(wl * sizeof *wt);
+        float *x = eb_test_normal_floats(&r, (size_t)n * NI), *w = eb_test_normal_floats(&r, wl);
+        float *b = eb_test_normal_floats(&r, (size_t)NO), *wt = malloc(wl * sizeof *wt);
         float *got = malloc(ol * sizeof *got), *want = malloc(ol * sizeof *want);
         float *one = malloc((size_t)NO * sizeof *one);
         double e, tol = 2e-7 * NI;
@@ -135,7 +118,7 @@ static void test_dense_packed(void **state)
                 assert_true(wt[(size_t)k * NO + o] == w[(size_t)o * NI + k]);
         eb_kern_dense_packed(got, x, wt, b, n, NI, NO);
         eb_kern_dense_forward_naive(want, x, w, b, n, NI, NO);
-        e = worst_rel(got, want, ol);
+        e = eb_test_max_rel_err(got, want, ol);
         tol = tol < 1e-6 ? 1e-6 : tol;
         printf("dense packed n=%d %d -> %d (%s): max rel err %.3g (tol %.1g)\n", n, NI, NO,
                eb_kern_direct_available(NO) ? "direct" : "loop", e, tol);

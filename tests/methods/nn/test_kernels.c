@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tests/eb_test.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,27 +16,6 @@
 
 #include "methods/nn/eb_rng.h"
 #include "methods/nn/nn_kernels.h"
-
-static float *rand_vec(eb_rng *r, size_t n)
-{
-    float *v = malloc(n * sizeof *v);
-    assert_non_null(v);
-    for (size_t i = 0; i < n; i++)
-        v[i] = (float)eb_rng_normal(r);
-    return v;
-}
-
-/* max |a-b| / (1 + |b|) */
-static double max_rel_err(const float *a, const float *b, size_t n)
-{
-    double m = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - b[i]) / (1.0 + fabs((double)b[i]));
-        if (e > m)
-            m = e;
-    }
-    return m;
-}
 
 /* Float sums of `terms` products carry rounding error growing with their
  * length; the naive kernels accumulate in double. */
@@ -46,7 +27,7 @@ static double sum_tol(size_t terms)
 
 static void check(const char *what, const float *a, const float *b, size_t n, double tol)
 {
-    double e = max_rel_err(a, b, n);
+    double e = eb_test_max_rel_err(a, b, n);
     printf("  %-28s max rel err %.3g (tol %.1g)\n", what, e, tol);
     assert_true(e <= tol);
 }
@@ -59,8 +40,10 @@ static void test_dense(void **state)
     eb_rng_seed(&r, 1, 0);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int n = shapes[s][0], I = shapes[s][1], O = shapes[s][2];
-        float *x = rand_vec(&r, (size_t)n * I), *w = rand_vec(&r, (size_t)O * I);
-        float *b = rand_vec(&r, (size_t)O), *g = rand_vec(&r, (size_t)n * O);
+        float *x = eb_test_normal_floats(&r, (size_t)n * I),
+              *w = eb_test_normal_floats(&r, (size_t)O * I);
+        float *b = eb_test_normal_floats(&r, (size_t)O),
+              *g = eb_test_normal_floats(&r, (size_t)n * O);
         float *o1 = malloc(sizeof(float) * n * O), *o2 = malloc(sizeof(float) * n * O);
         float *dw1 = malloc(sizeof(float) * O * I), *dw2 = malloc(sizeof(float) * O * I);
         float *db1 = malloc(sizeof(float) * O), *db2 = malloc(sizeof(float) * O);
@@ -89,8 +72,9 @@ static void test_dense_gemv(void **state)
     eb_rng_seed(&r, 2, 0);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int I = shapes[s][0], O = shapes[s][1];
-        float *x = rand_vec(&r, (size_t)I), *w = rand_vec(&r, (size_t)O * I);
-        float *b = rand_vec(&r, (size_t)O);
+        float *x = eb_test_normal_floats(&r, (size_t)I),
+              *w = eb_test_normal_floats(&r, (size_t)O * I);
+        float *b = eb_test_normal_floats(&r, (size_t)O);
         float *o1 = malloc(sizeof(float) * O), *o2 = malloc(sizeof(float) * O);
         float *o3 = malloc(sizeof(float) * O);
         printf("dense gemv in=%d out=%d\n", I, O);
@@ -117,7 +101,8 @@ static void test_sparse_gemv(void **state)
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const int I = shapes[s][0], O = shapes[s][1];
         const uint64_t base = 1000; /* the layer's first weight position */
-        float *x = rand_vec(&r, (size_t)I), *w = rand_vec(&r, (size_t)O * I);
+        float *x = eb_test_normal_floats(&r, (size_t)I),
+              *w = eb_test_normal_floats(&r, (size_t)O * I);
         float *zero = calloc((size_t)O, sizeof(float));
         float *vals = malloc(sizeof(float) * O * I), *o1 = malloc(sizeof(float) * O);
         float *o2 = malloc(sizeof(float) * O), *o3 = malloc(sizeof(float) * O);
@@ -164,8 +149,9 @@ static void test_conv2d(void **state)
             O = shapes[s][4];
         size_t in_len = (size_t)n * H * W * C, out_len = (size_t)n * (H - 2) * (W - 2) * O;
         size_t w_len = (size_t)O * 9 * C, col_len = (size_t)n * (H - 2) * (W - 2) * 9 * C;
-        float *x = rand_vec(&r, in_len), *w = rand_vec(&r, w_len), *b = rand_vec(&r, (size_t)O);
-        float *g = rand_vec(&r, out_len);
+        float *x = eb_test_normal_floats(&r, in_len), *w = eb_test_normal_floats(&r, w_len),
+              *b = eb_test_normal_floats(&r, (size_t)O);
+        float *g = eb_test_normal_floats(&r, out_len);
         float *o1 = malloc(sizeof(float) * out_len), *o2 = malloc(sizeof(float) * out_len);
         float *cols = malloc(sizeof(float) * col_len), *dcols = malloc(sizeof(float) * col_len);
         float *dw1 = malloc(sizeof(float) * w_len), *dw2 = malloc(sizeof(float) * w_len);
@@ -194,7 +180,7 @@ static void test_maxpool(void **state)
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int n = shapes[s][0], H = shapes[s][1], W = shapes[s][2], C = shapes[s][3];
         size_t in_len = (size_t)n * H * W * C, out_len = (size_t)n * (H / 2) * (W / 2) * C;
-        float *x = rand_vec(&r, in_len), *g = rand_vec(&r, out_len);
+        float *x = eb_test_normal_floats(&r, in_len), *g = eb_test_normal_floats(&r, out_len);
         float *o1 = malloc(sizeof(float) * out_len), *o2 = malloc(sizeof(float) * out_len);
         int32_t *am = malloc(sizeof(int32_t) * out_len);
         float *dx1 = malloc(sizeof(float) * in_len), *dx2 = malloc(sizeof(float) * in_len);

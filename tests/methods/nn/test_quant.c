@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tests/eb_test.h"
+
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -294,7 +296,8 @@ static void test_quant_groups(void **state)
                 continue;
             want += (size_t)L->units + 1;
             for (int o = 0; o < L->units; o++) {
-                assert_int_equal(groups[g], L->param_offset + (size_t)o * (L->n_weights / L->units));
+                assert_int_equal(groups[g],
+                                 L->param_offset + (size_t)o * (L->n_weights / L->units));
                 assert_int_equal(groups[g + 1] - groups[g], L->n_weights / (size_t)L->units);
                 g++;
             }
@@ -344,7 +347,8 @@ static void test_i8_gemm_exact(void **state)
         const int n = gemm_shapes[s][0], NI = gemm_shapes[s][1], NO = gemm_shapes[s][2];
         int16_t *qx = xmalloc((size_t)n * NI * sizeof *qx);
         int8_t *qw = xmalloc((size_t)NO * NI);
-        int32_t *a1 = xmalloc((size_t)n * NO * sizeof *a1), *a2 = xmalloc((size_t)n * NO * sizeof *a2);
+        int32_t *a1 = xmalloc((size_t)n * NO * sizeof *a1),
+                *a2 = xmalloc((size_t)n * NO * sizeof *a2);
         for (size_t k = 0; k < (size_t)n * NI; k++)
             qx[k] = (int16_t)((int)eb_rng_below(&r, 255) - 127);
         for (size_t k = 0; k < (size_t)NO * NI; k++)
@@ -397,8 +401,10 @@ static void test_dense_i8(void **state)
         float *x = xmalloc((size_t)n * NI * sizeof *x), *w = xmalloc((size_t)NO * NI * sizeof *w);
         float *wd = xmalloc((size_t)NO * NI * sizeof *wd), *b = xmalloc((size_t)NO * sizeof *b);
         float *sw = xmalloc((size_t)NO * sizeof *sw), *sx = xmalloc((size_t)n * sizeof *sx);
-        float *y1 = xmalloc((size_t)n * NO * sizeof *y1), *y2 = xmalloc((size_t)n * NO * sizeof *y2);
-        float *yd = xmalloc((size_t)n * NO * sizeof *yd), *yw = xmalloc((size_t)n * NO * sizeof *yw);
+        float *y1 = xmalloc((size_t)n * NO * sizeof *y1),
+              *y2 = xmalloc((size_t)n * NO * sizeof *y2);
+        float *yd = xmalloc((size_t)n * NO * sizeof *yd),
+              *yw = xmalloc((size_t)n * NO * sizeof *yw);
         int16_t *qx = xmalloc((size_t)n * NI * sizeof *qx);
         int8_t *qw = xmalloc((size_t)NO * NI);
         double worst_d = 0.0, worst_w = 0.0, typ = 0.0;
@@ -444,20 +450,9 @@ static void test_dense_i8(void **state)
     }
 }
 
-/* max |a - b| / (1 + |b|) */
-static double max_rel_err(const float *a, const float *b, size_t n)
-{
-    double m = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        const double e = fabs((double)a[i] - b[i]) / (1.0 + fabs((double)b[i]));
-        m = e > m || isnan(e) ? e : m;
-    }
-    return m;
-}
-
 static void check_close(const char *what, const float *a, const float *b, size_t n, double tol)
 {
-    const double e = max_rel_err(a, b, n);
+    const double e = eb_test_max_rel_err(a, b, n);
     printf("  %-44s max rel err %.3g (tol %.1g)\n", what, e, tol);
     assert_true(e <= tol);
 }
@@ -480,7 +475,8 @@ static void test_dense_f16(void **state)
         float *x = xmalloc((size_t)n * NI * sizeof *x), *w = xmalloc((size_t)NO * NI * sizeof *w);
         float *b = xmalloc((size_t)NO * sizeof *b), *wd = xmalloc((size_t)NO * NI * sizeof *wd);
         float *wbuf = xmalloc((size_t)br * NI * sizeof *wbuf);
-        float *y1 = xmalloc((size_t)n * NO * sizeof *y1), *y2 = xmalloc((size_t)n * NO * sizeof *y2);
+        float *y1 = xmalloc((size_t)n * NO * sizeof *y1),
+              *y2 = xmalloc((size_t)n * NO * sizeof *y2);
         float *y3 = xmalloc((size_t)n * NO * sizeof *y3);
         uint16_t *wh = xmalloc((size_t)NO * NI * sizeof *wh);
         char what[96];
@@ -971,10 +967,12 @@ static void test_qweights_shared(void **state)
             assert_int_equal(eb_qnet_bytes(ws),
                              eb_qnet_bytes(copy[0]) - eb_qnet_weight_bytes(copy[0]));
             /* the biases (and int8 channel scales) and a 64-byte-rounded handle only */
-            assert_true(eb_qweights_bytes(w[0]) <
-                        eb_qnet_weight_bytes(copy[0]) -
-                            m[0].arch.n_params * (st == EB_QNET_F32 ? 4 : st == EB_QNET_F16 ? 2 : 1) +
-                            2048);
+            assert_true(eb_qweights_bytes(w[0]) < eb_qnet_weight_bytes(copy[0]) -
+                                                      m[0].arch.n_params * (st == EB_QNET_F32 ? 4
+                                                                            : st == EB_QNET_F16
+                                                                                ? 2
+                                                                                : 1) +
+                                                      2048);
             for (int rep = 0; rep < 2; rep++)
                 for (int j = 0; j < 2; j++) {
                     assert_int_equal(eb_qnet_forward(copy[j], x, (size_t)n, want, &err), EB_OK);
