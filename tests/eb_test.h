@@ -43,4 +43,27 @@ static inline double eb_test_max_rel_err(const float *got, const float *want, si
     return m;
 }
 
+/* max |v[k]| over n values */
+static inline double eb_test_max_abs(const float *v, size_t n)
+{
+    double m = 0.0;
+    for (size_t k = 0; k < n; k++)
+        m = fabs(v[k]) > m ? fabs(v[k]) : m;
+    return m;
+}
+
+/* the largest L1 norm of the rows of w (rows, cols): a layer's gain in
+ * the max norm, for the quantized kernels' error bounds */
+static inline double eb_test_l1max_rows(const float *w, int rows, size_t cols)
+{
+    double l1max = 0.0;
+    for (int u = 0; u < rows; u++) {
+        double l1 = 0.0;
+        for (size_t k = 0; k < cols; k++)
+            l1 += fabs(w[(size_t)u * cols + k]);
+        l1max = l1 > l1max ? l1 : l1max;
+    }
+    return l1max;
+}
+
 #endif /* EB_TEST_H */

@@ -663,19 +663,10 @@ static void ref_forward_bound(float *logits, double *bound, double *var_out, con
         double *vo = var[pp];
         if (L->kind == EB_LAYER_DENSE || L->kind == EB_LAYER_CONV2D) {
             const size_t NI = L->kind == EB_LAYER_DENSE ? L->in_size : 9 * (size_t)L->in_c;
-            double l1max = 0.0;
-            for (int u = 0; u < L->units; u++) {
-                double l1 = 0.0;
-                for (size_t k = 0; k < NI; k++)
-                    l1 += fabs(w[(size_t)u * NI + k]);
-                l1max = l1 > l1max ? l1 : l1max;
-            }
+            const double l1max = eb_test_l1max_rows(w, L->units, NI);
             for (int r = 0; r < n; r++) {
-                double M = 0.0, s;
-                for (size_t k = 0; k < L->in_size; k++)
-                    M = fabs(in[(size_t)r * L->in_size + k]) > M
-                            ? fabs(in[(size_t)r * L->in_size + k])
-                            : M;
+                const double M = eb_test_max_abs(in + (size_t)r * L->in_size, L->in_size);
+                double s;
                 s = (M + e[r]) / 127.0;
                 e[r] = l1max * (e[r] + s * (0.5 + 2e-5)) +
                        (double)(NI + 8) * ldexp(1.0, -23) * l1max * (M + e[r] + s);
@@ -683,11 +674,8 @@ static void ref_forward_bound(float *logits, double *bound, double *var_out, con
             if (L->kind == EB_LAYER_DENSE) {
                 eb_kern_dense_forward_naive(o, in, w, b, n, (int)L->in_size, L->units);
                 for (int r = 0; r < n; r++) {
-                    const float *ar = in + (size_t)r * NI;
-                    double m = 0.0, q;
-                    for (size_t k = 0; k < NI; k++)
-                        m = fabs(ar[k]) > m ? fabs(ar[k]) : m;
-                    q = (m / 127.0) * (m / 127.0) / 12.0;
+                    const double m = eb_test_max_abs(in + (size_t)r * NI, NI);
+                    const double q = (m / 127.0) * (m / 127.0) / 12.0;
                     for (int u = 0; u < L->units; u++) {
                         double t = 0.0;
                         for (size_t k = 0; k < NI; k++)

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tests/eb_test.h"
+
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -295,19 +297,9 @@ static void ref_bound(float *logits, double *bound, const eb_arch *a, const floa
         if (L->kind == EB_LAYER_DENSE || L->kind == EB_LAYER_CONV2D) {
             const size_t NI = L->kind == EB_LAYER_DENSE ? L->in_size : 9 * (size_t)L->in_c;
             const double s = act[j++];
-            double l1max = 0.0;
-            for (int u = 0; u < L->units; u++) {
-                double l1 = 0.0;
-                for (size_t k = 0; k < NI; k++)
-                    l1 += fabs(w[(size_t)u * NI + k]);
-                l1max = l1 > l1max ? l1 : l1max;
-            }
+            const double l1max = eb_test_l1max_rows(w, L->units, NI);
             for (int r = 0; r < n; r++) {
-                double M = 0.0;
-                for (size_t k = 0; k < L->in_size; k++)
-                    M = fabs(in[(size_t)r * L->in_size + k]) > M
-                            ? fabs(in[(size_t)r * L->in_size + k])
-                            : M;
+                const double M = eb_test_max_abs(in + (size_t)r * L->in_size, L->in_size);
                 const double sat = M + bound[r] - 127.0 * s, qe = s * (0.5 + 2e-5);
                 bound[r] = l1max * (bound[r] + (sat > qe ? sat : qe)) +
                            (double)(NI + 8) * ldexp(1.0, -23) * l1max * (M + bound[r] + s);
